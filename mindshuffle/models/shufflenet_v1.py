@@ -1,0 +1,175 @@
+"""ShuffleNet V1 (Zhang et al., "ShuffleNet: An Extremely Efficient Convolutional Neural Network for Mobile
+Devices", CVPR 2018): the predecessor ShuffleNet V2's guidelines were drawn against.
+
+A unit is 1x1 group conv -> channel shuffle -> 3x3 depthwise -> 1x1 group conv, added to the input (stride 1)
+or concatenated with a 3x3 average pool of it (stride 2). The first 1x1 of the network's first unit is not
+grouped: its input has too few channels.
+"""
+from __future__ import annotations
+
+from mindspore import Tensor, nn, ops
+from mindspore.common import initializer as init
+
+from ..layers import ConvBNAct, GroupShuffle
+from ..registry import register_model
+
+__all__ = ["ShuffleUnitV1", "ShuffleNetV1", "v1_widths"]
+
+# Table 1 of the V1 paper: stage2-4 output channels at 1x for each group count
+_BASE = {1: (144, 288, 576), 2: (200, 400, 800), 3: (240, 480, 960), 4: (272, 544, 1088), 8: (384, 768, 1536)}
+_SCALES = (0.5, 1.0, 1.5, 2.0)
+
+
+def v1_widths(groups: int, scale: float) -> tuple:
+    """(conv1, stage2, stage3, stage4) channels.
+
+    conv1 has 24 channels at 1x and 1.5x, 48 at 2x and 12 at 0.5x (16 for 8 groups), as in the authors' code.
+    Stage widths are Table 1's times ``scale``, rounded to a multiple of 4*groups so that the bottleneck
+    (a quarter of the width) splits into equal groups; for the authors' g=3 and g=8 models this rounding
+    changes nothing.
+    """
+    if groups not in _BASE:
+        raise ValueError(f"groups must be one of {sorted(_BASE)}, got {groups}")
+    if scale not in _SCALES:
+        raise ValueError(f"scale must be one of {_SCALES}, got {scale}")
+    conv1 = {0.5: 16 if groups == 8 else 12, 1.0: 24, 1.5: 24, 2.0: 48}[scale]
+    q = 4 * groups
+    stages = tuple(int(c * scale / q + 0.5) * q for c in _BASE[groups])
+    return (conv1,) + stages
+
+
+class ShuffleUnitV1(nn.Cell):
+    """ShuffleNet V1 unit (V1 paper, Fig. 2b/2c)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, groups: int, group_first: bool = True):
+        super().__init__()
+        self.stride = stride
+        main_out = out_channels - in_channels if stride == 2 else out_channels
+        mid = out_channels // 4
+        self.groups = groups
+        self.pw1 = ConvBNAct(in_channels, mid, 1, groups=groups if group_first else 1)
+        self.use_shuffle = groups > 1
+        self.shuffle = GroupShuffle(mid, groups) if groups > 1 else nn.Identity()
+        self.dw = ConvBNAct(mid, mid, 3, stride=stride, groups=mid, act=None)
+        self.pw2 = ConvBNAct(mid, main_out, 1, groups=groups, act=None)
+        if stride == 2:
+            self.pool = nn.AvgPool2d(kernel_size=3, stride=2, pad_mode="pad", padding=1)
+        self.relu = nn.ReLU()
+
+    def construct(self, x: Tensor) -> Tensor:
+        y = self.pw1(x)
+        if self.use_shuffle:
+            y = self.shuffle(y)
+        y = self.pw2(self.dw(y))
+        if self.stride == 1:
+            return self.relu(x + y)
+        return self.relu(ops.concat((self.pool(x), y), 1))
+
+
+class ShuffleNetV1(nn.Cell):
+    """ShuffleNet V1 with ``groups`` in {1, 2, 3, 4, 8} and width ``scale`` in {0.5, 1.0, 1.5, 2.0}."""
+
+    def __init__(self, groups: int = 3, scale: float = 1.0, num_classes: int = 1000, in_channels: int = 3,
+                 drop_rate: float = 0.0, repeats: tuple = (4, 8, 4)):
+        super().__init__()
+        widths = v1_widths(groups, scale)
+        self.groups, self.scale, self.widths = groups, scale, widths
+        self.num_classes, self.num_features = num_classes, widths[-1]
+        self.conv1 = ConvBNAct(in_channels, widths[0], 3, stride=2)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="pad", padding=1)
+        c_in = widths[0]
+        stages = []
+        for i, (c_out, n) in enumerate(zip(widths[1:], repeats)):
+            units = [ShuffleUnitV1(c_in, c_out, 2, groups, group_first=i > 0)]
+            units += [ShuffleUnitV1(c_out, c_out, 1, groups) for _ in range(n - 1)]
+            stages.append(nn.SequentialCell(units))
+            c_in = c_out
+        self.stage2, self.stage3, self.stage4 = stages
+        self.drop_rate = drop_rate
+        self.dropout = nn.Dropout(p=drop_rate) if drop_rate > 0 else nn.Identity()
+        self.classifier = self._make_classifier(num_classes)
+        self.feature_info = [
+            dict(num_chs=widths[0], reduction=4, module="maxpool"),
+            dict(num_chs=widths[1], reduction=8, module="stage2"),
+            dict(num_chs=widths[2], reduction=16, module="stage3"),
+            dict(num_chs=widths[3], reduction=32, module="stage4"),
+        ]
+        self._init_weights()
+
+    def _make_classifier(self, num_classes: int) -> nn.Cell:
+        return nn.Dense(self.num_features, num_classes, has_bias=False) if num_classes > 0 else nn.Identity()
+
+    def _init_weights(self) -> None:
+        for name, cell in self.cells_and_names():
+            if isinstance(cell, nn.Conv2d):
+                std = 0.01 if name.startswith("conv1") else 1.0 / cell.weight.shape[1]
+                cell.weight.set_data(init.initializer(init.Normal(std), cell.weight.shape, cell.weight.dtype))
+            elif isinstance(cell, nn.Dense):
+                cell.weight.set_data(init.initializer(init.Normal(0.01), cell.weight.shape, cell.weight.dtype))
+
+    def stem(self, x: Tensor) -> Tensor:
+        return self.maxpool(self.conv1(x))
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.stage4(self.stage3(self.stage2(self.stem(x))))
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = ops.mean(x, (2, 3))
+        if pre_logits:
+            return x
+        return self.classifier(self.dropout(x))
+
+    def construct(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def stages(self) -> list:
+        return [self.stage2, self.stage3, self.stage4]
+
+    def get_classifier(self) -> nn.Cell:
+        return self.classifier
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.classifier = self._make_classifier(num_classes)
+        if isinstance(self.classifier, nn.Dense):
+            w = self.classifier.weight
+            w.set_data(init.initializer(init.Normal(0.01), w.shape, w.dtype))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# registered constructors. Params: the authors' counts (1000 classes); FLOPs and accuracy: the authors'
+# ShuffleNet-Series README (g=3, g=8) - other group counts have no published weights.
+
+_AUTHORS = "authors' ShuffleNet-Series README (ImageNet-1k val, 224 px)"
+_META = {  # (groups, scale): (flops M, top1, top5)
+    (3, 0.5): (38, 57.3, 80.0), (3, 1.0): (138, 67.8, 87.7), (3, 1.5): (292, 71.6, 90.2), (3, 2.0): (524, 74.1, 91.4),
+    (8, 0.5): (40, 58.8, 81.0), (8, 1.0): (138, 68.0, 86.4), (8, 1.5): (290, 71.0, 89.6), (8, 2.0): (522, 72.9, 90.8),
+}
+
+
+# trainable parameters with 1000 classes (g=3 and g=8 equal the authors' models exactly; a test rebuilds all)
+_PARAMS = {
+    1: (533_484, 1_530_936, 2_992_032, 4_917_744), 2: (643_320, 1_732_848, 3_272_400, 5_256_896),
+    3: (717_324, 1_864_728, 3_441_168, 5_449_776), 4: (777_592, 1_967_344, 3_574_536, 5_592_528),
+    8: (1_010_448, 2_433_768, 4_268_952, 6_521_232),
+}
+
+
+def _register(groups: int, scale: float) -> None:
+    tag = str(scale).replace(".", "_")
+    flops, top1, top5 = _META.get((groups, scale), (None, None, None))
+    aliases = (f"shufflenet_v1_g{groups}_{tag.replace('_', '')}",)  # MindCV's spelling: shufflenet_v1_g3_10
+
+    def build(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV1:
+        return ShuffleNetV1(groups, scale, num_classes=num_classes, in_channels=in_channels, **kw)
+
+    build.__doc__ = f"ShuffleNet V1 {scale}x with {groups} groups."
+    register_model(build, name=f"shufflenet_v1_g{groups}_x{tag}", family="shufflenet_v1", flops=flops,
+                   params=_PARAMS[groups][_SCALES.index(scale)],
+                   top1=top1, top5=top5, source=_AUTHORS if top1 else "", aliases=aliases,
+                   paper="ShuffleNet (Zhang et al., CVPR 2018)")
+
+
+for _g in _BASE:
+    for _s in _SCALES:
+        _register(_g, _s)

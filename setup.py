@@ -1,0 +1,42 @@
+"""mindshuffle: the ShuffleNet family for MindSpore."""
+import os
+import re
+
+from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(HERE, "mindshuffle", "__init__.py"), encoding="utf-8") as f:
+    VERSION = re.search(r'__version__ = "([^"]+)"', f.read()).group(1)
+
+DEMO = ["scikit-learn>=1.3", "matplotlib>=3.7", "pillow>=9"]
+EXTRAS = {
+    "demo": DEMO,
+    "plots": ["matplotlib>=3.7"],
+    # the PyTorch weight converters (torch only reads .pth files); a CPU build
+    "convert": ["torch==2.13.0"],
+    "export": ["onnx>=1.14", "onnxruntime>=1.16"],
+    "test": DEMO + ["pytest>=7"],
+}
+EXTRAS["all"] = sorted({d for deps in EXTRAS.values() for d in deps})
+
+setup(
+    name="mindshuffle",
+    version=VERSION,
+    description="ShuffleNet V1/V2 family for MindSpore: models, recipes, profiling and the paper's guideline "
+                "experiments",
+    long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["mindshuffle", "mindshuffle.*"]),
+    python_requires=">=3.11,<3.12",
+    install_requires=[
+        "mindspore==2.7.1",
+        "mindcv==0.3.0",
+        "numpy<2",
+        "pyyaml>=6",
+        "tqdm>=4.60",
+        "pillow>=9",
+    ],
+    extras_require=EXTRAS,
+    license="Apache-2.0",
+    classifiers=["Programming Language :: Python :: 3.11", "Topic :: Scientific/Engineering :: Artificial Intelligence"],
+)
