@@ -14,9 +14,10 @@ EXTRAS = {
     "plots": ["matplotlib>=3.7"],
     # the PyTorch weight converters (torch only reads .pth files); a CPU build
     "convert": ["torch==2.13.0"],
-    "export": ["onnx>=1.14", "onnxruntime>=1.16"],
-    "test": DEMO + ["pytest>=7"],
+    # onnx 1.18+ pulls ml_dtypes releases that need numpy 2, which MindSpore 2.7.1 cannot use
+    "export": ["onnx==1.17.0", "onnxruntime>=1.16"],
 }
+EXTRAS["test"] = sorted(set(DEMO + ["pytest>=7"] + EXTRAS["convert"] + EXTRAS["export"]))
 EXTRAS["all"] = sorted({d for deps in EXTRAS.values() for d in deps})
 
 setup(
@@ -27,6 +28,7 @@ setup(
     long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["mindshuffle", "mindshuffle.*"]),
+    package_data={"mindshuffle": ["csrc/*.cc"]},
     python_requires=">=3.11,<3.12",
     install_requires=[
         "mindspore==2.7.1",

@@ -5,6 +5,8 @@ so a killed process or a full disk never leaves a half-written file under the re
 """
 from __future__ import annotations
 
+import errno
+import json
 import logging
 import os
 import tempfile
@@ -12,7 +14,10 @@ import tempfile
 import mindspore as ms
 from mindspore import nn
 
-__all__ = ["CheckpointError", "save_checkpoint", "read_checkpoint", "load_model_weights"]
+__all__ = ["CheckpointError", "save_checkpoint", "read_checkpoint", "load_model_weights", "checkpoint_metadata",
+           "checkpoint_preprocess", "model_metadata", "normalize_preprocess", "set_pool_same", "uses_pool_same",
+           "set_authors_shuffle", "uses_authors_shuffle",
+           "DEFAULT_PREPROCESS"]
 
 log = logging.getLogger(__name__)
 
@@ -21,16 +26,51 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used: missing, unreadable, or of another model."""
 
 
+# Test-only fault injection (tests/test_faults.py): "pause:N" stops the N-th save of this process after the
+# temporary file is written and before the rename (so a test can kill it there); "enospc:N" makes the N-th
+# save fail as a full disk would.
+FAULT_ENV = "MINDSHUFFLE_TEST_SAVE_FAULT"
+_saves = [0]
+
+
+def _fault_hook(tmp: str, path: str) -> None:
+    spec = os.environ.get(FAULT_ENV, "")
+    if not spec:
+        return
+    _saves[0] += 1
+    kind, _, nth = spec.partition(":")
+    if _saves[0] != int(nth or 1):
+        return
+    if kind == "enospc":
+        os.chmod(tmp, 0o600)
+        os.truncate(tmp, os.path.getsize(tmp) // 2)  # a write that stopped half-way
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+    if kind == "pause":
+        import sys
+        import time
+        print(f"fault hook: paused before renaming {tmp} to {path}", file=sys.stderr, flush=True)
+        time.sleep(3600)
+
+
 def save_checkpoint(obj, path: str, append_dict: dict | None = None) -> str:
-    """Save ``obj`` (a Cell or a list of {"name", "data"}) to ``path`` atomically; returns ``path``."""
+    """Save ``obj`` (a Cell or a list of {"name", "data"}) to ``path`` atomically; returns ``path``.
+
+    A Cell's metadata (model name, class count, pooling, preprocessing, class names: ``model_metadata``) is
+    stored with it under ``convert_names.META_KEY`` unless ``append_dict`` already carries that key.
+    """
+    from .convert_names import META_KEY
+    if isinstance(obj, nn.Cell):
+        append_dict = dict(append_dict or {})
+        append_dict.setdefault(META_KEY, json.dumps(model_metadata(obj)))
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".ckpt", dir=folder)
     os.close(fd)
     try:
         ms.save_checkpoint(obj, tmp, append_dict=append_dict)
-        with open(tmp, "rb+") as f:
+        with open(tmp, "rb") as f:  # MindSpore leaves the file read-only (0400): fsync needs no write access
             os.fsync(f.fileno())
+        _fault_hook(tmp, path)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -62,16 +102,159 @@ def _classifier_prefix(net: nn.Cell) -> str:
         return "classifier"
 
 
+# ---------------------------------------------------------------------------------------------------------
+# metadata stored beside the weights: which model, its pooling, and the preprocessing its weights expect
+
+DEFAULT_PREPROCESS = {"channel_order": "RGB", "mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375],
+                      "resize": 256, "input_size": 224}
+
+
+def normalize_preprocess(pre: dict | None) -> dict:
+    """A complete, checked preprocessing dict (channel order, mean and std in 0-255 units, resize, input size).
+
+    Missing keys take ImageNet's RGB defaults; ``scale`` (e.g. 1/255 with mean/std in 0-1 units) is folded
+    into mean and std.
+    """
+    out = dict(DEFAULT_PREPROCESS)
+    pre = dict(pre or {})
+    scale = float(pre.pop("scale", 1.0) or 1.0)
+    out.update({k: v for k, v in pre.items() if v is not None})
+    if "input_size" in pre and "resize" not in pre:
+        out["resize"] = int(round(int(pre["input_size"]) / 0.875))
+    order = str(out["channel_order"]).upper()
+    if order not in ("RGB", "BGR"):
+        raise CheckpointError(f"preprocess channel_order must be RGB or BGR, got {out['channel_order']!r}")
+    mean = [float(v) / scale for v in out["mean"]]
+    std = [float(v) / scale for v in out["std"]]
+    if len(mean) != len(std) or any(v <= 0 for v in std):
+        raise CheckpointError(f"preprocess mean {mean} / std {std} invalid: equal lengths and std > 0 needed")
+    out.update(channel_order=order, mean=mean, std=std, resize=int(out["resize"]),
+               input_size=int(out["input_size"]))
+    return out
+
+
+def uses_pool_same(net: nn.Cell) -> bool:
+    """True if ``net`` pools like MindCV (``pad_mode="same"``)."""
+    pool = getattr(net, "maxpool", None)
+    return str(getattr(pool, "pad_mode", "")).upper() == "SAME" and getattr(net, "pad_pool", None) is None
+
+
+def set_pool_same(net: nn.Cell) -> nn.Cell:
+    """Switch ``net``'s stem max pool (and V1's down-sampling average pools) to MindCV's "same" padding.
+
+    MindCV's ShuffleNets pad 0 before and 1 after; the authors and torchvision pad 1 on each side. Weights
+    trained with MindCV's code are only exact with MindCV's pooling.
+    """
+    from .models.shufflenet_v1 import ShuffleUnitV1
+    if hasattr(net, "maxpool"):
+        net.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="same")
+    if getattr(net, "pad_pool", None) is not None:  # V2's fast stem pool (zero pad + pool) pads 1 on each side
+        net.pad_pool = None
+        net.stem_folded = False
+    for _, cell in net.cells_and_names():
+        if isinstance(cell, ShuffleUnitV1) and cell.stride == 2:
+            cell.pool = nn.AvgPool2d(kernel_size=3, stride=2, pad_mode="same")
+    net.pool_same = True
+    return net
+
+
+def uses_authors_shuffle(net: nn.Cell) -> bool:
+    """True if ``net``'s V1 units shuffle in the authors' (Megvii's, MindCV's) order."""
+    from .models.shufflenet_v1 import ShuffleUnitV1
+    return any(isinstance(c, ShuffleUnitV1) and c.use_shuffle and c.shuffle.groups != c.groups
+               for _, c in net.cells_and_names())
+
+
+def set_authors_shuffle(net: nn.Cell) -> nn.Cell:
+    """Make ``net``'s ShuffleNet V1 units shuffle like the authors and MindCV: the C bottleneck channels viewed
+    as (C/g, g) and transposed, i.e. ``GroupShuffle(C, C // g)``, instead of mindshuffle's (g, C/g) view."""
+    from .layers import GroupShuffle
+    from .models.shufflenet_v1 import ShuffleUnitV1
+    for _, cell in net.cells_and_names():
+        if isinstance(cell, ShuffleUnitV1) and cell.use_shuffle and cell.shuffle.groups == cell.groups:
+            c = cell.shuffle.channels
+            cell.shuffle = GroupShuffle(c, c // cell.groups)
+    return net
+
+
+def model_metadata(net: nn.Cell) -> dict:
+    """What a checkpoint of ``net`` records beside the weights (see ``checkpoint_metadata``)."""
+    if not getattr(net, "model_name", ""):  # a training wrapper: describe the model inside it
+        inner = next((c for _, c in net.cells_and_names() if getattr(c, "model_name", "")), None)
+        net = inner if inner is not None else net
+    meta = dict(getattr(net, "checkpoint_meta", None) or {})
+    meta.pop("class_names", None)
+    if getattr(net, "model_name", ""):
+        meta["model"] = net.model_name
+    if getattr(net, "num_classes", None) is not None:
+        meta["num_classes"] = int(net.num_classes)
+    meta["pool_same"] = uses_pool_same(net)
+    if uses_authors_shuffle(net):
+        meta["v1_shuffle"] = "authors"
+    else:
+        meta.pop("v1_shuffle", None)
+    if getattr(net, "preprocess", None):
+        meta["preprocess"] = normalize_preprocess(net.preprocess)
+    names = getattr(net, "class_names", None)
+    if names and len(names) == meta.get("num_classes", len(names)):
+        meta["class_names"] = [str(n) for n in names]
+    return meta
+
+
+def checkpoint_metadata(ckpt) -> dict:
+    """The metadata of a checkpoint (a path or a loaded dict): ``model``, ``num_classes``, ``pool_same``,
+    ``preprocess``, ``class_names``, ``source`` where known; ``{}`` for a checkpoint without any."""
+    from .convert_names import META_KEY, to_mindshuffle_names
+    if isinstance(ckpt, str):
+        ckpt = read_checkpoint(ckpt)
+    ckpt = to_mindshuffle_names(ckpt)
+    raw = ckpt.get(META_KEY)
+    meta = {}
+    if isinstance(raw, str):
+        try:
+            meta = json.loads(raw)
+        except ValueError:
+            meta = {}
+    meta = meta if isinstance(meta, dict) else {}
+    state = ckpt.get("mindshuffle_state")  # the training engine's run state: model, classes, mean/std
+    if isinstance(state, str) and not meta:
+        try:
+            state = json.loads(state)
+        except ValueError:
+            state = {}
+        for key in ("model", "num_classes"):
+            if state.get(key) is not None:
+                meta[key] = state[key]
+        if state.get("mean") and state.get("std"):
+            meta["preprocess"] = {"channel_order": "RGB", "mean": state["mean"], "std": state["std"]}
+            if state.get("image_resize"):
+                meta["preprocess"]["input_size"] = int(state["image_resize"])
+    return meta
+
+
+def checkpoint_preprocess(ckpt) -> dict:
+    """The preprocessing a checkpoint's weights expect (``normalize_preprocess`` of its metadata)."""
+    return normalize_preprocess(checkpoint_metadata(ckpt).get("preprocess"))
+
+
+def _fmt_shape(v) -> str:
+    return "x".join(str(int(d)) for d in v.shape) or "scalar"
+
+
 def load_model_weights(net: nn.Cell, path: str, strict: bool = True) -> dict:
     """Load ``path`` into ``net`` after checking every parameter's name and shape.
 
-    A classifier of another size is skipped (fine-tuning to a new ``num_classes``) and logged. Any other
-    missing, unexpected or mis-shaped parameter raises ``CheckpointError`` listing them. Returns the
-    checkpoint's non-parameter entries (epoch, step, ...).
+    mindshuffle's and MindCV's ShuffleNet checkpoints are accepted (MindCV's are renamed, and ``net`` is
+    switched to MindCV's "same" pooling). A classifier of another size is skipped (fine-tuning to a new
+    ``num_classes``) and logged. Any other missing, unexpected or mis-shaped parameter raises
+    ``CheckpointError`` listing them. The checkpoint's metadata (preprocessing, class names) is put on
+    ``net.checkpoint_meta`` / ``net.preprocess``; a summary on ``net.load_report``. Returns the checkpoint's
+    non-parameter entries (epoch, step, ...).
     """
+    from .convert_names import META_KEY, to_mindshuffle_names  # MindCV or other naming -> ours
     raw = read_checkpoint(path)
-    from .convert_names import to_mindshuffle_names  # MindCV or other naming -> ours
     ckpt = to_mindshuffle_names(raw, net)
+    meta = checkpoint_metadata(ckpt)
     own = {p.name: p for p in net.get_parameters()}
     head = _classifier_prefix(net) + "."
     missing = [k for k in own if k not in ckpt]
@@ -79,24 +262,49 @@ def load_model_weights(net: nn.Cell, path: str, strict: bool = True) -> dict:
     extra = [k for k in ckpt if k not in own and isinstance(ckpt[k], ms.Parameter) and _is_weight_name(k)]
     head_bad = [k for k in missing + shape_bad if k.startswith(head)]
     body_bad = [k for k in missing + shape_bad if not k.startswith(head)]
-    if strict and (body_bad or [k for k in extra if not k.startswith(head)]):
+    model = getattr(net, "model_name", type(net).__name__)
+    extra_body = [k for k in extra if not k.startswith(head)]
+    if strict and (body_bad or extra_body):
         parts = []
         if shape_bad:
-            parts.append("shape mismatch: " + ", ".join(
-                f"{k} {tuple(ckpt[k].shape)} vs model {tuple(own[k].shape)}" for k in shape_bad[:5]))
+            parts.append(f"{len(shape_bad)} of other shape (" + ", ".join(
+                f"{k} {_fmt_shape(ckpt[k])} vs model {_fmt_shape(own[k])}" for k in shape_bad[:4])
+                         + (", ..." if len(shape_bad) > 4 else "") + ")")
         miss = [k for k in body_bad if k not in shape_bad]
         if miss:
-            parts.append(f"missing {len(miss)}: " + ", ".join(miss[:5]))
-        extra_body = [k for k in extra if not k.startswith(head)]
+            parts.append(f"{len(miss)} missing from the checkpoint (" + ", ".join(miss[:4])
+                         + (", ..." if len(miss) > 4 else "") + ")")
         if extra_body:
-            parts.append(f"unexpected {len(extra_body)}: " + ", ".join(extra_body[:5]))
-        raise CheckpointError(f"checkpoint {path!r} does not fit model "
-                              f"{getattr(net, 'model_name', type(net).__name__)!r}: " + "; ".join(parts))
+            parts.append(f"{len(extra_body)} not in the model (" + ", ".join(extra_body[:4])
+                         + (", ..." if len(extra_body) > 4 else "") + ")")
+        hint = ""
+        if meta.get("model") and meta["model"] != model:
+            hint = f"; the checkpoint was saved from {meta['model']!r}: build that model instead"
+        else:
+            hint = "; check the model name (and width/groups) the checkpoint was trained with"
+        raise CheckpointError(f"checkpoint {path!r} does not fit model {model!r}: " + "; ".join(parts) + hint)
+    if meta.get("pool_same") and not uses_pool_same(net):
+        set_pool_same(net)
+        log.info("checkpoint %s was trained with MindCV's 'same' pooling; the model now pools the same way", path)
+    if meta.get("v1_shuffle") == "authors" and not uses_authors_shuffle(net):
+        set_authors_shuffle(net)
+        log.info("checkpoint %s shuffles V1 bottlenecks in the authors' order; the model now does too", path)
+    if meta.get("preprocess"):
+        net.preprocess = normalize_preprocess(meta["preprocess"])
+    kept = {k: v for k, v in meta.items() if k not in ("model", "num_classes")}
     if head_bad:
-        log.warning("checkpoint %s: classifier %s not loaded (other class count); it stays newly initialised",
-                    path, ", ".join(head_bad))
+        kept.pop("class_names", None)   # the old classes no longer apply
+        shapes = ", ".join(f"{k} {_fmt_shape(ckpt[k])}" for k in head_bad if k in ckpt)
+        log.warning("checkpoint %s: loaded everything but the classifier (%s): the model has %s classes, so "
+                    "its classifier stays newly initialised (fine-tuning)", path, shapes or ", ".join(head_bad),
+                    getattr(net, "num_classes", "?"))
+    elif kept.get("class_names"):
+        net.class_names = list(kept["class_names"])
+    net.checkpoint_meta = kept
     to_load = {k: v for k, v in ckpt.items() if k in own and k not in head_bad}
     ms.load_param_into_net(net, to_load, strict_load=False)
+    net.load_report = {"loaded": sorted(to_load), "skipped_classifier": head_bad, "meta": meta,
+                       "source_layout": "mindcv" if META_KEY not in raw and META_KEY in ckpt else "mindshuffle"}
     return {k: v for k, v in raw.items() if not isinstance(v, ms.Parameter)}
 
 

@@ -139,14 +139,14 @@ def test_channel_split_gradient(rng):
     np.testing.assert_allclose(g, want, rtol=1e-6)
 
 
-FORWARD_SIZES = {"shufflenet_v2": 32, "shufflenet_v1": 32}
+CORE = [n for n in list_models() if model_info(n).family in ("shufflenet_v2", "shufflenet_v1")]
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", CORE)   # the other families: tests/test_family.py
 def test_every_model_forward_small(name):
     net = create_model(name, num_classes=7)
     net.set_train(False)
-    size = 64 if model_info(name).family in FORWARD_SIZES else 64
+    size = 32
     y = net(Tensor(np.random.default_rng(1).normal(size=(1, 3, size, size)).astype(np.float32)))
     assert y.shape == (1, 7)
     assert np.isfinite(y.asnumpy()).all()

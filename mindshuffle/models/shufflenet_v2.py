@@ -16,7 +16,7 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 from mindspore.common import initializer as init
 
-from ..layers import ChannelSplit, ConvBNAct, SqueezeExcite
+from ..layers import ChannelSplit, ConvBNAct, SqueezeExcite, ZeroPadMaxPool
 from ..registry import register_model
 
 __all__ = ["ShuffleUnitV2", "ShuffleNetV2", "STAGE_WIDTHS"]
@@ -74,7 +74,7 @@ class ShuffleUnitV2(nn.Cell):
             ConvBNAct(mid, main_out, 1),
         ]
         if se:
-            layers.append(SqueezeExcite(main_out))
+            layers.append(SqueezeExcite(main_out, reduction=2))  # SE neurons = 1/2 channels (paper App. Table 2)
         self.branch_main = nn.SequentialCell(layers)
 
     def construct(self, x: Tensor) -> Tensor:
@@ -119,6 +119,9 @@ class ShuffleNetV2(nn.Cell):
             self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="same")
         else:
             self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="pad", padding=1)
+        # the same pool as zero padding + unpadded pool (conv1 ends in a ReLU), ~3x faster on CPU
+        self.pad_pool = None if maxpool_same else ZeroPadMaxPool(3, 2, 1)
+        self.stem_folded = False
         c_in = widths[0]
         stages = []
         for c_out, n in zip(widths[1:4], repeats):
@@ -160,7 +163,44 @@ class ShuffleNetV2(nn.Cell):
                     cell.bias.set_data(init.initializer("zeros", cell.bias.shape, cell.bias.dtype))
 
     def stem(self, x: Tensor) -> Tensor:
+        if self.stem_folded:
+            return self._folded_stem(x)
+        if self.pad_pool is not None:
+            return self.pad_pool(self.conv1(x))
         return self.maxpool(self.conv1(x))
+
+    def _folded_stem(self, x: Tensor) -> Tensor:
+        """conv1 with BN folded, max pool and ReLU in one pass over the stride-2 map (see ``on_fused``)."""
+        n, _, h, w = x.shape
+        if h % 4 or w % 4:  # the padding below is laid out for an even-sized conv1 output
+            return self.pad_pool(self.conv1(x))
+        x = ops.concat((x, ops.ones((n, 1, h, w), x.dtype)), 1)
+        return ops.relu(self.pad_pool.pool(self.stem_conv(x, self.stem_weight)))
+
+    def on_fused(self, fast: bool = False) -> None:
+        """Called by ``fuse_model`` after the BatchNorms are folded. ``fast=False`` (export): plain ops, the
+        padded ``self.maxpool``. ``fast=True``: rewrites the stem for CPU inference, as follows.
+
+        The padded max pool is MindSpore's slowest CPU kernel here (MaxPool3DWithArgmax). Its input follows a
+        ReLU, so zero padding equals the pool's -inf padding; the zeros come from the convolution itself: conv1
+        gets one more row/column of zero padding before (top/left), and its bias moves into the weight of an
+        extra all-ones input channel, so that the new first row/column is exactly 0. ReLU commutes with max, so
+        it runs after the pool on a 4x smaller map. The weight is a constant, not a parameter.
+        """
+        if not fast:
+            self.pad_pool = None
+            return
+        conv = self.conv1.conv
+        if self.pad_pool is None or not self.conv1.fused or conv.bias is None or conv.kernel_size != (3, 3) \
+                or conv.stride != (2, 2) or not isinstance(self.conv1.act, nn.ReLU):
+            return
+        w = conv.weight.asnumpy()
+        w4 = np.zeros((w.shape[0], w.shape[1] + 1, 3, 3), np.float32)
+        w4[:, :-1] = w
+        w4[:, -1, 1, 1] = conv.bias.asnumpy()
+        self.stem_weight = Tensor(w4)
+        self.stem_conv = ops.Conv2D(w.shape[0], 3, pad_mode="pad", pad=(3, 1, 3, 1), stride=2)
+        self.stem_folded = True
 
     def forward_features(self, x: Tensor) -> Tensor:
         x = self.stem(x)

@@ -1,0 +1,341 @@
+"""Recipes: a YAML file -> one validated, typed config object.
+
+Every key is declared once in ``KEYS`` with its type, default and meaning; names follow MindCV's recipes
+(``model``, ``data_dir``, ``batch_size``, ``lr``, ``scheduler``, ``epoch_size``, ...), so a MindCV recipe reads
+as-is. ``load(path, overrides)`` reads the YAML, applies command-line overrides (``["--lr", "0.1",
+"--distribute", "False"]``), checks every value and returns a ``Recipe`` (a dict with attribute access).
+An unknown key or a bad value raises ``RecipeError`` naming the key, the value and the closest valid choice.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import yaml
+
+__all__ = ["Key", "KEYS", "Recipe", "RecipeError", "load", "parse_overrides", "save", "keys_table"]
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used: unknown key, bad value, unreadable file."""
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    type: str            # bool | int | float | str | floats | stats | jitter
+    default: Any
+    help: str
+    choices: tuple = ()
+    minimum: float | None = None
+
+
+_DEVICE = ("CPU", "Ascend", "GPU")
+KEYS: tuple[Key, ...] = (
+    # system
+    Key("mode", "int", 0, "0 = GRAPH mode (the only mode tested), 1 = PyNative", (0, 1)),
+    Key("device_target", "str", "CPU", "CPU, Ascend or GPU", _DEVICE),
+    Key("distribute", "bool", False, "data-parallel training over the ranks msrun starts"),
+    Key("seed", "int", 42, "seed for weights, data order and augmentation"),
+    Key("num_parallel_workers", "int", 2, "data-pipeline workers per rank", minimum=1),
+    Key("val_while_train", "bool", True, "validate during training"),
+    Key("val_interval", "int", 1, "validate every N epochs (and always after the last)", minimum=1),
+    Key("log_interval", "int", 0, "log the running loss every N steps (0 = only per epoch)", minimum=0),
+    Key("log_sample_ids", "bool", False, "write the sample indices each rank sees per epoch to samples/"),
+    Key("jit_level", "str", "O0", "graph compile level passed to MindSpore (O0, O1, O2)", ("O0", "O1", "O2")),
+    Key("dataset_sink_mode", "bool", False, "feed data through the device queue (Ascend/GPU; off on CPU)"),
+    Key("enable_compile_cache", "bool", False, "cache compiled graphs between runs (MindSpore compile cache)"),
+    # dataset
+    Key("dataset", "str", "folder", "folder | imagenet (train/ val/ of class folders), tiny_imagenet "
+        "(its own layout, read as-is), digits (scikit-learn digits, prepared on first use)",
+        ("folder", "imagenet", "tiny_imagenet", "digits")),
+    Key("data_dir", "str", "", "dataset root folder"),
+    Key("train_split", "str", "train", "sub-folder of data_dir with the training images"),
+    Key("val_split", "str", "val", "sub-folder of data_dir with the validation images"),
+    Key("shuffle", "bool", True, "shuffle the training data every epoch"),
+    Key("batch_size", "int", 64, "batch size per card", minimum=1),
+    Key("global_batch_size", "int", 0, "the global batch (cards x batch) the recipe's lr was tuned for; "
+        "when it differs from this run's, lr and min_lr are scaled linearly (0 = never scale)", minimum=0),
+    Key("drop_remainder", "bool", True, "drop the last incomplete training batch"),
+    Key("strict_data", "bool", False, "stop at the first unreadable image (default: skip it, named once in the log)"),
+    Key("num_samples", "int", 0, "use only the first N training samples (0 = all; quick trials)", minimum=0),
+    # augmentation
+    Key("image_resize", "int", 224, "training and validation resolution (px)", minimum=8),
+    Key("scale", "floats", [0.08, 1.0], "random-resized-crop area range"),
+    Key("ratio", "floats", [0.75, 1.333], "random-resized-crop aspect range"),
+    Key("hflip", "float", 0.5, "horizontal flip probability", minimum=0),
+    Key("vflip", "float", 0.0, "vertical flip probability", minimum=0),
+    Key("color_jitter", "jitter", None, "brightness/contrast/saturation[/hue]: one number or a list of 3-4"),
+    Key("interpolation", "str", "bilinear", "resize interpolation", ("bilinear", "bicubic", "nearest", "area")),
+    Key("crop_pct", "float", 0.875, "validation: resize to image_resize / crop_pct, then centre-crop", minimum=0.01),
+    Key("re_prob", "float", 0.0, "random-erasing probability", minimum=0),
+    Key("mean", "stats", "imagenet", "per-channel mean (0-255): a list of 3, 'imagenet', or 'auto' "
+        "(computed from the training images, cached beside the data)"),
+    Key("std", "stats", "imagenet", "per-channel std (0-255): a list of 3, 'imagenet' or 'auto'"),
+    # model
+    Key("model", "str", "shufflenet_v2_x1_0", "registered model name (python tools/models.py lists them)"),
+    Key("num_classes", "int", 0, "classifier outputs (0 = the number of class folders found)", minimum=0),
+    Key("drop_rate", "float?", None, "dropout before the classifier (null = the model's default)", minimum=0),
+    Key("pretrained", "bool", False, "start from the registered pretrained weights"),
+    Key("ckpt_path", "str", "", "start weights; with another num_classes the classifier is re-initialised"),
+    Key("freeze_backbone", "bool", False, "train only the classifier"),
+    Key("ckpt_save_dir", "str", "./runs/run", "the run folder: recipe, logs, metrics.csv, checkpoints"),
+    Key("keep_checkpoint_max", "int", 1, "MindCV's key; mindshuffle keeps last.ckpt and best.ckpt", minimum=1),
+    Key("overwrite", "bool", False, "allow writing into a run folder that holds a finished run"),
+    Key("epoch_size", "int", 100, "epochs to train", minimum=1),
+    Key("stop_after_epoch", "int", 0, "end this process after that epoch, as if interrupted (0 = off; "
+        "for resume tests)", minimum=0),
+    Key("amp_level", "str", "O0", "mixed precision: O0 (fp32), O1, O2, O3 (O0 is used on CPU)",
+        ("O0", "O1", "O2", "O3")),
+    Key("loss_scale", "float", 1.0, "static loss scale (for fp16 AMP levels)", minimum=1e-8),
+    Key("loss_scale_type", "str", "fixed", "fixed or dynamic loss scaling", ("fixed", "dynamic")),
+    # loss
+    Key("loss", "str", "CE", "MindCV loss name (cross-entropy)", ("CE",)),
+    Key("label_smoothing", "float", 0.1, "label smoothing", minimum=0),
+    # lr scheduler
+    Key("scheduler", "str", "linear_decay", "linear_decay (the paper's), cosine_decay, constant",
+        ("linear_decay", "cosine_decay", "constant")),
+    Key("lr", "float", 0.5, "peak learning rate (for global_batch_size)", minimum=0),
+    Key("min_lr", "float", 0.0, "learning rate at the end of the decay", minimum=0),
+    Key("warmup_epochs", "int", 0, "linear warm-up epochs", minimum=0),
+    Key("warmup_factor", "float", 0.0, "warm-up starts at lr * warmup_factor", minimum=0),
+    Key("decay_epochs", "int", 0, "epochs of decay after warm-up (0 = the rest of the run)", minimum=0),
+    # optimizer
+    Key("opt", "str", "momentum", "MindCV optimizer name", ("momentum", "sgd", "nesterov", "adam", "adamw")),
+    Key("momentum", "float", 0.9, "momentum", minimum=0),
+    Key("weight_decay", "float", 4e-5, "weight decay", minimum=0),
+    Key("weight_decay_filter", "str", "conv_fc_weights", "which parameters decay: conv_fc_weights (the "
+        "paper's: conv and fc weights; not BN, not biases) or all", ("conv_fc_weights", "all")),
+    Key("use_nesterov", "bool", False, "Nesterov momentum"),
+)
+_BY_NAME = {k.name: k for k in KEYS}
+# MindCV keys that only make sense inside MindCV's own train.py; accepted and ignored so MindCV recipes load.
+IGNORED_MINDCV_KEYS = ("dataset_download", "val_split_size", "ema", "ema_decay", "clip_grad", "clip_value",
+                       "drop_overflow_update", "gradient_accumulation_steps", "ckpt_save_policy",
+                       "ckpt_save_interval", "filter_bias_and_bn", "aux_factor", "num_aug_repeats",
+                       "config")
+
+
+class Recipe(dict):
+    """Resolved recipe: a plain dict with attribute access (``cfg.lr``)."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self[name] = value
+
+
+def _closest(name: str) -> str:
+    close = difflib.get_close_matches(name, list(_BY_NAME), n=1, cutoff=0.4)
+    return f"; did you mean {close[0]!r}?" if close else "; see docs/readme/30-training.md for the keys"
+
+
+def _bad(key: Key, value: Any, why: str) -> RecipeError:
+    return RecipeError(f"recipe key {key.name!r}: bad value {value!r} ({why})")
+
+
+def _to_bool(key: Key, v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, int) and v in (0, 1):
+        return bool(v)
+    if isinstance(v, str) and v.strip().lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+        return v.strip().lower() in ("true", "yes", "on", "1")
+    raise _bad(key, v, "expected True or False")
+
+
+def _to_num(key: Key, v: Any, kind: type) -> Any:
+    if isinstance(v, bool):
+        raise _bad(key, v, f"expected a number, got a bool")
+    try:
+        if kind is int:
+            f = float(v)
+            if f != int(f):
+                raise ValueError
+            out = int(f)
+        else:
+            out = float(v)
+    except (TypeError, ValueError):
+        raise _bad(key, v, f"expected {'an integer' if kind is int else 'a number'}") from None
+    if key.minimum is not None and out < key.minimum:
+        raise _bad(key, v, f"must be >= {key.minimum:g}")
+    return out
+
+
+def _to_floats(key: Key, v: Any, n: tuple = ()) -> list:
+    if isinstance(v, str):
+        v = yaml.safe_load(v) if v.strip().startswith("[") else [x for x in v.replace(",", " ").split()]
+    if not isinstance(v, (list, tuple)):
+        raise _bad(key, v, "expected a list of numbers")
+    try:
+        out = [float(x) for x in v]
+    except (TypeError, ValueError):
+        raise _bad(key, v, "expected a list of numbers") from None
+    if n and len(out) not in n:
+        raise _bad(key, v, f"expected {' or '.join(map(str, n))} numbers")
+    return out
+
+
+def coerce(name: str, value: Any) -> Any:
+    """Check one value against its key's declaration; returns the typed value."""
+    if name not in _BY_NAME:
+        raise RecipeError(f"unknown recipe key {name!r}{_closest(name)}")
+    key = _BY_NAME[name]
+    t = key.type
+    if t == "bool":
+        out = _to_bool(key, value)
+    elif t == "int":
+        out = _to_num(key, value, int)
+    elif t == "float":
+        out = _to_num(key, value, float)
+    elif t == "float?":
+        out = None if value is None or str(value).strip().lower() in ("none", "null", "") else \
+            _to_num(key, value, float)
+    elif t == "str":
+        out = "" if value is None else str(value)
+    elif t == "floats":
+        out = _to_floats(key, value, (2,))
+    elif t == "stats":
+        if isinstance(value, str) and value.strip().lower() in ("auto", "imagenet"):
+            out = value.strip().lower()
+        else:
+            try:
+                out = _to_floats(key, value, (1, 3))
+            except RecipeError:
+                raise _bad(key, value, "expected 'auto', 'imagenet' or a list of 3 numbers (0-255 scale)") from None
+    elif t == "jitter":
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
+            out = None
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out = float(value)
+        else:
+            try:
+                out = float(value)
+            except (TypeError, ValueError):
+                out = _to_floats(key, value, (3, 4))
+    else:  # pragma: no cover - a declaration error
+        raise AssertionError(t)
+    if key.choices and out not in key.choices:
+        # case-insensitive match for string choices (o0 -> O0, cpu -> CPU)
+        if isinstance(out, str):
+            for c in key.choices:
+                if isinstance(c, str) and c.lower() == out.lower():
+                    return c
+        close = difflib.get_close_matches(str(out), [str(c) for c in key.choices], n=1, cutoff=0.0)
+        raise _bad(key, value, f"choose one of {', '.join(map(str, key.choices))}"
+                   + (f"; closest: {close[0]!r}" if close else ""))
+    return out
+
+
+def parse_overrides(argv: Sequence[str]) -> dict:
+    """``["--lr", "0.1", "--distribute", "False", "--hflip=0"]`` -> ``{"lr": "0.1", ...}``.
+
+    A bool key given without a value (``--distribute``) means True. Values stay strings; ``coerce`` types them.
+    """
+    out: dict = {}
+    i = 0
+    argv = list(argv)
+    while i < len(argv):
+        tok = argv[i]
+        if not tok.startswith("--") or len(tok) == 2:
+            raise RecipeError(f"unexpected argument {tok!r}; overrides are written --key value")
+        name, eq, val = tok[2:].partition("=")
+        name = name.replace("-", "_")
+        if name not in _BY_NAME:
+            raise RecipeError(f"unknown recipe key {name!r}{_closest(name)}")
+        if not eq:
+            nxt = argv[i + 1] if i + 1 < len(argv) else None
+            if nxt is None or (nxt.startswith("--") and len(nxt) > 2 and not _is_number(nxt)):
+                if _BY_NAME[name].type != "bool":
+                    raise RecipeError(f"recipe key {name!r} needs a value: --{name} VALUE")
+                val = "True"
+            else:
+                val = nxt
+                i += 1
+        out[name] = val
+        i += 1
+    return out
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def load(path: str | None = None, overrides: Sequence[str] | dict | None = None) -> Recipe:
+    """Defaults <- YAML file at ``path`` <- overrides (a ``--key value`` list or a dict); all checked."""
+    raw: dict = {}
+    if path:
+        if not os.path.isfile(path):
+            raise RecipeError(f"recipe {path!r} does not exist; see configs/ for the recipes")
+        try:
+            with open(path, encoding="utf-8") as f:
+                raw = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            raise RecipeError(f"recipe {path!r} is not valid YAML{where}") from None
+        if not isinstance(raw, dict):
+            raise RecipeError(f"recipe {path!r} must be a mapping of key: value lines")
+    if isinstance(overrides, dict):
+        over = dict(overrides)
+    else:
+        over = parse_overrides(overrides or [])
+    cfg = Recipe({k.name: (list(k.default) if isinstance(k.default, list) else k.default) for k in KEYS})
+    for source, values in (("recipe", raw), ("override", over)):
+        for name, value in values.items():
+            if name in IGNORED_MINDCV_KEYS:
+                continue
+            try:
+                cfg[name] = coerce(str(name), value)
+            except RecipeError as e:
+                if source == "recipe" and path:
+                    raise RecipeError(f"{path}: {e}") from None
+                raise
+    cfg["config"] = os.path.abspath(path) if path else ""
+    _check(cfg)
+    return cfg
+
+
+def _check(cfg: Recipe) -> None:
+    if cfg.scale[0] > cfg.scale[1] or cfg.scale[0] <= 0:
+        raise RecipeError(f"recipe key 'scale': bad value {cfg.scale!r} (need 0 < min <= max)")
+    if cfg.min_lr > cfg.lr:
+        raise RecipeError(f"recipe key 'min_lr': bad value {cfg.min_lr!r} (must not exceed lr={cfg.lr})")
+    if cfg.warmup_epochs > cfg.epoch_size:
+        raise RecipeError(f"recipe key 'warmup_epochs': bad value {cfg.warmup_epochs!r} "
+                          f"(more than epoch_size={cfg.epoch_size})")
+    if cfg.label_smoothing >= 1:
+        raise RecipeError(f"recipe key 'label_smoothing': bad value {cfg.label_smoothing!r} (must be < 1)")
+    if not cfg.data_dir and cfg.dataset != "digits":
+        raise RecipeError("recipe key 'data_dir' is empty; set it in the recipe or with --data_dir PATH")
+
+
+def save(cfg: Recipe, path: str) -> str:
+    """Write the resolved recipe as YAML atomically."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".yaml", dir=folder)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        yaml.safe_dump(dict(cfg), f, sort_keys=False)
+    os.replace(tmp, path)
+    return path
+
+
+def keys_table() -> str:
+    """Markdown table of every key (for the README)."""
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for k in KEYS:
+        helptext = k.help.replace("|", "\\|") + (f" ({', '.join(map(str, k.choices))})" if k.choices else "")
+        rows.append(f"| `{k.name}` | {k.type} | `{k.default!r}` | {helptext} |")
+    return "\n".join(rows)

@@ -1,0 +1,156 @@
+"""Data: folder and Tiny ImageNet layouts, digits preparation, channel statistics, sharding, bad images."""
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mindshuffle import data as D
+from mindshuffle.recipe import load
+
+
+def _img(path, value, size=8):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    a = np.zeros((size, size, 3), np.uint8)
+    a[..., 0], a[..., 1], a[..., 2] = value, 255 - value, 100
+    Image.fromarray(a).save(path)
+
+
+def test_folder_layout_and_class_order(tmp_path):
+    for c, n in (("b_cat", 3), ("a_dog", 2)):
+        for i in range(n):
+            _img(str(tmp_path / "train" / c / f"{i}.png"), 10 * i)
+    _img(str(tmp_path / "val" / "b_cat" / "0.jpg"), 5)
+    (tmp_path / "train" / "b_cat" / "notes.txt").write_text("not an image")
+    tr = D.scan("folder", str(tmp_path), "train")
+    assert tr.classes == ["a_dog", "b_cat"] and len(tr) == 5
+    assert list(tr.labels) == [0, 0, 1, 1, 1]
+    va = D.scan("imagenet", str(tmp_path), "val", classes=tr.classes)
+    assert len(va) == 1 and va.labels[0] == 1          # label from the training class order
+
+
+def test_folder_errors_name_the_problem(tmp_path):
+    with pytest.raises(D.DataError, match="does not exist"):
+        D.scan("folder", str(tmp_path / "nope"), "train")
+    os.makedirs(tmp_path / "train" / "empty")
+    _img(str(tmp_path / "train" / "full" / "0.png"), 1)
+    with pytest.raises(D.DataError, match=r"class folder .*empty.* has no images"):
+        D.scan("folder", str(tmp_path), "train")
+    _img(str(tmp_path / "val" / "other" / "0.png"), 1)
+    with pytest.raises(D.DataError, match="not in the training set: other"):
+        D.scan("folder", str(tmp_path), "val", classes=["empty", "full"])
+
+
+def _tiny(root):
+    wnids = ["n02", "n01", "n03"]
+    (root / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    (root / "words.txt").write_text("n01\tgoldfish, Carassius auratus\nn02\ttabby, tabby cat\n"
+                                    "n03\tbullfrog\nn99\tunused\n")
+    for w in wnids:
+        for i in range(2):
+            _img(str(root / "train" / w / "images" / f"{w}_{i}.JPEG"), i * 50)
+        (root / "train" / w / f"{w}_boxes.txt").write_text("")
+    lines = []
+    for i, w in enumerate(["n03", "n01", "n01", "n02"]):
+        _img(str(root / "val" / "images" / f"val_{i}.JPEG"), 30)
+        lines.append(f"val_{i}.JPEG\t{w}\t0\t0\t7\t7")
+    (root / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+
+
+def test_tiny_imagenet_layout_read_as_is(tmp_path):
+    _tiny(tmp_path)
+    tr = D.scan("tiny_imagenet", str(tmp_path), "train")
+    assert tr.classes == ["n01", "n02", "n03"] and tr.names == ["goldfish", "tabby", "bullfrog"]
+    assert len(tr) == 6 and all("/images/" in p for p in tr.paths)
+    assert [os.path.basename(p).split("_")[0] for p in tr.paths] == [tr.classes[k] for k in tr.labels]
+    va = D.scan("tiny_imagenet", str(tmp_path), "val")
+    assert len(va) == 4 and list(va.labels) == [2, 0, 0, 1]
+    assert va.paths[0].endswith(os.path.join("val", "images", "val_0.JPEG"))
+    with open(tmp_path / "val" / "val_annotations.txt", "a") as f:
+        f.write("val_9.JPEG\tn77\t0\t0\t1\t1\n")
+    with pytest.raises(D.DataError, match="n77"):
+        D.scan("tiny_imagenet", str(tmp_path), "val")
+    os.remove(tmp_path / "wnids.txt")
+    with pytest.raises(D.DataError, match="wnids.txt"):
+        D.scan("tiny_imagenet", str(tmp_path), "train")
+
+
+def test_digits_prepared_with_fixed_split(tmp_path):
+    root = str(tmp_path / "digits")
+    tr = D.scan("digits", root, "train")
+    va = D.scan("digits", root, "val", classes=tr.classes)
+    assert tr.classes == [str(d) for d in range(10)]
+    assert len(tr) + len(va) == 1797 and len(va) == 360
+    assert not set(map(os.path.basename, tr.paths)) & set(map(os.path.basename, va.paths))
+    counts = np.bincount(va.labels, minlength=10)
+    assert counts.min() >= 35                                # stratified
+    with Image.open(tr.paths[0]) as im:
+        assert im.size == (32, 32) and im.mode == "RGB"
+    again = D.scan("digits", root, "val", classes=tr.classes)  # second call reuses the files
+    assert again.paths == va.paths
+
+
+def test_mean_std_auto_computed_and_cached(tmp_path):
+    for c, v in (("a", 0), ("b", 200)):
+        _img(str(tmp_path / "train" / c / "0.png"), v)
+    tr = D.scan("folder", str(tmp_path), "train")
+    mean, std = D.channel_stats(tr)
+    assert mean == pytest.approx([100, 155, 100], abs=1e-3) and std == pytest.approx([100, 100, 0], abs=1e-2)
+    cfg = load(None, ["--data_dir", str(tmp_path), "--mean", "auto", "--std", "auto"])
+    m2, s2 = D.resolve_stats(cfg, tr)
+    cache = tmp_path / "mean_std.json"
+    assert m2 == mean and cache.is_file()
+    entry = next(iter(json.loads(cache.read_text()).values()))
+    assert entry["mean"] == mean and entry["std"] == std
+    cfg2 = load(None, ["--data_dir", str(tmp_path), "--mean", "[1, 2, 3]", "--std", "imagenet"])
+    assert D.resolve_stats(cfg2, tr) == ([1, 2, 3], D.IMAGENET_STD)
+
+
+def test_shards_are_disjoint_and_cover_the_epoch():
+    n, world = 23, 4
+    shards = [D.epoch_indices(n, 3, seed=7, rank=r, world=world) for r in range(world)]
+    assert len({len(s) for s in shards}) == 1                       # equal step counts
+    flat = np.concatenate(shards)
+    assert set(flat.tolist()) == set(range(n)) and len(flat) == 24  # one sample repeated as padding
+    even = [D.epoch_indices(20, 0, 7, r, 2) for r in range(2)]
+    assert not set(even[0]) & set(even[1])
+    assert not np.array_equal(D.epoch_indices(20, 0, 7), D.epoch_indices(20, 1, 7))  # reshuffled per epoch
+    assert np.array_equal(D.epoch_indices(20, 1, 7), D.epoch_indices(20, 1, 7))      # reproducible
+    val = [D.epoch_indices(5, 0, 7, r, 2, shuffle=False, pad=False) for r in range(2)]
+    assert sorted(np.concatenate(val).tolist()) == list(range(5))
+
+
+def test_unreadable_image_skipped_or_fatal(tmp_path, caplog):
+    for i in range(3):
+        _img(str(tmp_path / "train" / "a" / f"{i}.png"), i)
+    (tmp_path / "train" / "a" / "1.png").write_bytes(b"\x89PNG broken")
+    tr = D.scan("folder", str(tmp_path), "train")
+    src = D._Source(tr, np.arange(3), strict=False)
+    with caplog.at_level("WARNING"):
+        imgs = [src[k][0] for k in range(3)]
+        src[1]
+    assert len(imgs) == 3 and np.array_equal(imgs[1], imgs[2])       # the next readable image stands in
+    warned = [r for r in caplog.records if "1.png" in r.getMessage()]
+    assert len(warned) == 1                                          # named once
+    strict = D._Source(tr, np.arange(3), strict=True)
+    with pytest.raises(D.DataError, match=r"unreadable image .*1\.png"):
+        strict[1]
+    assert "1.png" in strict.first_error
+
+
+def test_loader_batches_with_mindcv_transforms(tmp_path):
+    for c in ("a", "b"):
+        for i in range(3):
+            _img(str(tmp_path / "train" / c / f"{i}.png"), 40 * i, size=20)
+    cfg = load(None, ["--data_dir", str(tmp_path), "--image_resize", "16", "--batch_size", "4",
+                      "--num_parallel_workers", "1", "--crop_pct", "1.0"])
+    tr = D.scan("folder", str(tmp_path), "train")
+    tf = D.build_transforms(cfg, D.IMAGENET_MEAN, D.IMAGENET_STD, is_training=True)
+    loader, _ = D.build_loader(cfg, tr, np.arange(6), tf, is_training=True)
+    batches = list(loader.create_tuple_iterator(num_epochs=1, output_numpy=True))
+    assert len(batches) == 1 and batches[0][0].shape == (4, 3, 16, 16) and batches[0][1].dtype == np.int32
+    vtf = D.build_transforms(cfg, D.IMAGENET_MEAN, D.IMAGENET_STD, is_training=False)
+    vl, _ = D.build_loader(cfg, tr, np.arange(6), vtf, is_training=False)
+    labels = np.concatenate([b[1] for b in vl.create_tuple_iterator(num_epochs=1, output_numpy=True)])
+    assert labels.tolist() == [0, 0, 0, 1, 1, 1]                    # no drop, order kept for evaluation

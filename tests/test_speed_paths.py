@@ -1,0 +1,194 @@
+"""Every fast path computes what the plain layers compute: forward and gradients, train and eval mode,
+folded and unfolded BatchNorm. No timing here (bench/ measures speed)."""
+import numpy as np
+import pytest
+import mindspore as ms
+from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
+
+from mindshuffle.layers import ConvBNAct, ZeroPadMaxPool, fuse_model
+from mindshuffle.models.shufflenet_v2 import ShuffleNetV2
+from mindshuffle.native import depthwise3x3
+
+RNG = np.random.default_rng(7)
+
+
+class _Grads(nn.Cell):
+    """Output, d(sum(out * r))/d(input) and /d(params) of ``net`` in one graph."""
+
+    def __init__(self, net, r):
+        super().__init__()
+        self.net, self.r = net, r
+        self.params = ParameterTuple(net.trainable_params())
+        self.grad = ops.GradOperation(get_all=True, get_by_list=True)
+
+    def _loss(self, x):
+        return (self.net(x) * self.r).sum()
+
+    def construct(self, x):
+        return self.net(x), self.grad(self._loss, self.params)(x)
+
+
+class _InputGrad(nn.Cell):
+    def __init__(self, net, r):
+        super().__init__()
+        self.net, self.r = net, r
+        self.grad = ops.GradOperation()
+
+    def _loss(self, x):
+        return (self.net(x) * self.r).sum()
+
+    def construct(self, x):
+        return self.grad(self._loss)(x)
+
+
+def _np_dw(x, w, stride):
+    """float64 numpy 3x3 depthwise conv, padding 1; and its two gradients for an upstream gradient r."""
+    n, c, h, wd = x.shape
+    ho, wo = (h - 1) // stride + 1, (wd - 1) // stride + 1
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    w = w.astype(np.float64).reshape(c, 3, 3)
+    y = np.zeros((n, c, ho, wo))
+    for i in range(3):
+        for j in range(3):
+            y += w[None, :, i, j, None, None] * xp[:, :, i:i + stride * ho:stride, j:j + stride * wo:stride]
+
+    def grads(r):
+        gxp, gw = np.zeros_like(xp), np.zeros((c, 3, 3))
+        for i in range(3):
+            for j in range(3):
+                win = (slice(None), slice(None), slice(i, i + stride * ho, stride), slice(j, j + stride * wo, stride))
+                gxp[win] += w[None, :, i, j, None, None] * r
+                gw[:, i, j] = (xp[win] * r).sum(axis=(0, 2, 3))
+        return gxp[:, :, 1:-1, 1:-1], gw.reshape(c, 1, 3, 3)
+    return y, grads
+
+
+class _DW(nn.Cell):
+    def __init__(self, w, stride, native):
+        super().__init__()
+        self.weight = Parameter(Tensor(w), name="weight")
+        self.op = depthwise3x3(stride) if native else None
+        c = w.shape[0]
+        self.conv = ops.Conv2D(c, 3, pad_mode="pad", pad=1, stride=stride, group=c)
+
+    def construct(self, x):
+        if self.op is not None:
+            return self.op(x, self.weight)
+        return self.conv(x, self.weight)
+
+
+def _native_or_skip(stride=1):
+    if depthwise3x3(stride) is None:
+        pytest.skip("native depthwise kernel unavailable (no C++ compiler?)")
+
+
+@pytest.mark.parametrize("stride,size", [(1, 7), (2, 8), (2, 9)])
+def test_native_depthwise_matches_reference(stride, size):
+    _native_or_skip(stride)
+    x = RNG.standard_normal((2, 5, size, size + 1)).astype(np.float32)
+    w = RNG.standard_normal((5, 1, 3, 3)).astype(np.float32)
+    ho, wo = (size - 1) // stride + 1, size // stride + 1
+    r = RNG.standard_normal((2, 5, ho, wo)).astype(np.float32)
+    y_ref, grads = _np_dw(x, w, stride)
+    gx_ref, gw_ref = grads(r.astype(np.float64))
+    for native in (True, False):  # the kernel and MindSpore's own conv against the float64 reference
+        y, (gx, gw) = _Grads(_DW(w, stride, native), Tensor(r))(Tensor(x))
+        np.testing.assert_allclose(y.asnumpy(), y_ref, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(gx[0].asnumpy(), gx_ref, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(gw[0].asnumpy(), gw_ref, rtol=1e-5, atol=1e-4)
+    # finite differences: the conv is linear, so a central difference along a random direction is exact
+    dw = RNG.standard_normal(w.shape).astype(np.float32)
+    f = [float(((_np_dw(x, w + e * dw, stride)[0]) * r).sum()) for e in (0.5, -0.5)]
+    np.testing.assert_allclose(f[0] - f[1], float((gw[0].asnumpy() * dw).sum()), rtol=1e-4)
+
+
+@pytest.mark.parametrize("size", [8, 9])
+def test_zero_pad_max_pool_equals_padded_pool(size):
+    """relu -> pool: same output, and the same gradient on the ReLU's input (ties at 0 are killed by the ReLU)."""
+    x = RNG.standard_normal((2, 3, size, size + 1)).astype(np.float32)
+    ho, wo = (size - 1) // 2 + 1, size // 2 + 1
+    r = Tensor(RNG.standard_normal((2, 3, ho, wo)).astype(np.float32))
+    outs = []
+    for pool in (nn.MaxPool2d(3, 2, pad_mode="pad", padding=1), ZeroPadMaxPool(3, 2, 1)):
+        net = nn.SequentialCell([nn.ReLU(), pool])
+        y = net(Tensor(x)).asnumpy()
+        outs.append((y, _InputGrad(net, r)(Tensor(x)).asnumpy()))
+    np.testing.assert_array_equal(outs[0][0], outs[1][0])
+    np.testing.assert_allclose(outs[0][1], outs[1][1], atol=1e-6)
+
+
+def _plain(net):
+    """Switch ``net`` to the plain layers: nn.Conv2d depthwise, MindSpore's padded max pool."""
+    for _, cell in net.cells_and_names():
+        if isinstance(cell, ConvBNAct):
+            cell.native = False
+    net.pad_pool = None
+    return net
+
+
+def _close(a, b, tol, what="", floor=1e-2):
+    """max |a - b| <= tol * max(max |b|, floor): float32 sums in another order, amplified by train-mode
+    BatchNorm; the floor covers gradients that are zero up to rounding."""
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape, what
+    assert np.abs(a - b).max() <= tol * max(np.abs(b).max(), floor), f"{what}: {np.abs(a - b).max()}"
+
+
+def _small(**kw):
+    """A short ShuffleNet V2 (both unit kinds, every fast path) so that the graphs compile quickly."""
+    return ShuffleNetV2(widths=(8, 16, 32, 64, 128), repeats=(2, 2, 1), num_classes=10, **kw)
+
+
+def _twin_models(**kw):
+    fast = _small(**kw)
+    plain = _plain(_small(**kw))
+    for p in fast.get_parameters():  # random BN statistics so that folding has something to fold
+        if "moving_mean" in p.name or "beta" in p.name:
+            p.set_data(Tensor(RNG.normal(0, 0.3, p.shape).astype(np.float32)))
+        elif "moving_variance" in p.name or "gamma" in p.name:
+            p.set_data(Tensor(RNG.uniform(0.5, 1.5, p.shape).astype(np.float32)))
+    ms.load_param_into_net(plain, {p.name: Parameter(Tensor(p.asnumpy()), name=p.name)
+                                   for p in fast.get_parameters()})
+    return fast, plain
+
+
+def test_shufflenet_v2_fast_paths_train_mode():
+    _native_or_skip()
+    fast, plain = _twin_models()
+    assert fast.pad_pool is not None and any(c.native for _, c in fast.cells_and_names() if isinstance(c, ConvBNAct))
+    x = Tensor(RNG.standard_normal((4, 3, 64, 64)).astype(np.float32))
+    r = Tensor(RNG.standard_normal((4, 10)).astype(np.float32))
+    results = []
+    for net in (fast, plain):
+        net.set_train(True)
+        results.append(_Grads(net, r)(x))
+    (y_f, g_f), (y_p, g_p) = results
+    _close(y_f.asnumpy(), y_p.asnumpy(), 1e-4, "logits")
+    _close(g_f[0][0].asnumpy(), g_p[0][0].asnumpy(), 1e-3, "input gradient")
+    names = [p.name for p in fast.trainable_params()]
+    assert names == [p.name for p in plain.trainable_params()]
+    for name, a, b in zip(names, g_f[1], g_p[1]):
+        _close(a.asnumpy(), b.asnumpy(), 1e-3, name)
+    # the BatchNorm statistics were updated alike
+    for p, q in zip(fast.get_parameters(), plain.get_parameters()):
+        if "moving" in p.name:
+            _close(p.asnumpy(), q.asnumpy(), 1e-4, p.name)
+
+
+@pytest.mark.parametrize("size", [64, 66])  # 66: the folded stem falls back (conv1 output of odd size)
+def test_shufflenet_v2_fast_paths_eval_and_folded(size):
+    _native_or_skip()
+    fast, plain = _twin_models()
+    x = Tensor(RNG.standard_normal((2, 3, size, size)).astype(np.float32))
+    fast.set_train(False)
+    plain.set_train(False)
+    ref = plain(x).asnumpy()
+    _close(fast(x).asnumpy(), ref, 1e-5, "eval")
+    fuse_model(fast, fast=True)
+    assert fast.stem_folded
+    _close(fast(x).asnumpy(), ref, 1e-4, "folded")
+    _close(fast.stem(x).asnumpy(), plain.stem(x).asnumpy(), 1e-5, "folded stem")
+    fuse_model(plain)  # the default, export-safe folding: plain ops only
+    assert not plain.stem_folded and plain.pad_pool is None
+    assert not any(c.native for _, c in plain.cells_and_names() if isinstance(c, ConvBNAct))
+    _close(plain(x).asnumpy(), ref, 1e-4, "folded plain")

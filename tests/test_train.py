@@ -1,0 +1,166 @@
+"""Training end to end on a generated folder dataset: run folder, metrics, checkpoints, validate.py, resume."""
+import csv
+import importlib.util
+import json
+import os
+
+import mindspore as ms
+import numpy as np
+import pytest
+from PIL import Image
+
+from mindshuffle import engine
+from mindshuffle.recipe import load
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLASSES = 5
+
+
+def _tool(name):
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def make_dataset(root, train_per_class=8, val_per_class=2, size=20, classes=CLASSES, seed=0):
+    """Class k: a bright horizontal band at row band k on noise - easy to learn, cheap to read."""
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", train_per_class), ("val", val_per_class)):
+        for k in range(classes):
+            folder = os.path.join(root, split, f"class_{k}")
+            os.makedirs(folder, exist_ok=True)
+            for i in range(n):
+                a = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
+                band = size // classes
+                a[k * band:(k + 1) * band] = 230
+                Image.fromarray(a).save(os.path.join(folder, f"{i}.png"))
+    return root
+
+
+def base_args(data_dir, run_dir, *extra):
+    return ["--data_dir", data_dir, "--ckpt_save_dir", run_dir, "--model", "shufflenet_v2_x0_5",
+            "--device_target", "CPU", "--image_resize", "16", "--batch_size", "8", "--epoch_size", "2",
+            "--num_parallel_workers", "1", "--lr", "0.05", "--warmup_epochs", "0", "--crop_pct", "1.0",
+            "--scale", "[0.6, 1.0]", "--hflip", "0", "--mean", "auto", "--std", "auto", "--seed", "3",
+            "--val_interval", "2", *extra]  # validate at the end only: one eval graph compile per run
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return make_dataset(str(tmp_path_factory.mktemp("folder_ds")))
+
+
+@pytest.fixture(scope="module")
+def full_run(data_dir, tmp_path_factory):
+    run = str(tmp_path_factory.mktemp("runs") / "full")
+    assert _tool("train").main(base_args(data_dir, run)) == 0
+    return run
+
+
+@pytest.fixture(scope="module")
+def resumed_run(data_dir, tmp_path_factory):
+    run = str(tmp_path_factory.mktemp("runs") / "resumed")
+    train = _tool("train")
+    assert train.main(base_args(data_dir, run, "--stop_after_epoch", "1")) == 0
+    interrupted = {
+        "metrics": engine.read_metrics(os.path.join(run, "metrics.csv")),
+        "summary": os.path.isfile(os.path.join(run, "summary.json")),
+        "state": json.loads(ms.load_checkpoint(os.path.join(run, "last.ckpt"))["mindshuffle_state"]),
+    }
+    assert train.main(["--resume", run]) == 0
+    return run, interrupted
+
+
+def _weights(path):
+    return {k: v.asnumpy() for k, v in ms.load_checkpoint(path).items() if isinstance(v, ms.Parameter)}
+
+
+def test_run_folder_metrics_and_checkpoints(full_run):
+    for name in ("recipe.yaml", "train.log", "classes.json", "metrics.csv", "last.ckpt", "best.ckpt",
+                 "best_confusion.npy", "best_per_class.csv", "summary.json"):
+        assert os.path.isfile(os.path.join(full_run, name)), name
+    with open(os.path.join(full_run, "metrics.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == engine.METRICS_COLUMNS and [r["epoch"] for r in rows] == ["1", "2"]
+    assert rows[0]["val_top1"] == "" and rows[1]["val_top1"] and rows[1]["val_top5"]   # val_interval 2
+    assert all(float(r["img_s"]) > 0 and float(r["train_loss"]) > 0 for r in rows)
+    assert float(rows[1]["lr"]) < float(rows[0]["lr"])                       # linear decay
+    ck = ms.load_checkpoint(os.path.join(full_run, "last.ckpt"))
+    state = json.loads(ck["mindshuffle_state"])
+    assert state["epoch"] == 2 and state["step"] == 10                       # 40 images / batch 8 = 5 steps
+    assert int(ck["global_step"].asnumpy().reshape(-1)[0]) == 10
+    assert any(k.startswith("moments.") for k in ck)                         # optimizer state for resume
+    assert not any(k.startswith("moments.") for k in ms.load_checkpoint(os.path.join(full_run, "best.ckpt")))
+    summary = json.load(open(os.path.join(full_run, "summary.json")))
+    for col in engine.SUMMARY_COLUMNS:
+        assert col in summary
+    assert summary["cards"] == 1 and summary["resolution"] == 16 and summary["params (M)"] > 0.3
+    assert summary["top-1"] == pytest.approx(float(rows[-1]["val_top1"]), abs=0.01)
+    recipe = load(os.path.join(full_run, "recipe.yaml"))
+    assert recipe.lr == 0.05 and recipe.ckpt_save_dir == full_run and recipe.num_classes == 0
+    assert json.load(open(os.path.join(full_run, "classes.json")))["classes"] == [f"class_{k}" for k in range(5)]
+
+
+def test_validate_reads_the_checkpoint_back(full_run, capsys):
+    summary = json.load(open(os.path.join(full_run, "summary.json")))
+    ckpt = os.path.join(full_run, "last.ckpt")
+    rc = _tool("validate").main(["--config", os.path.join(full_run, "recipe.yaml"), "--ckpt_path", ckpt])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert f"top-1 {summary['top-1']:.2f}%" in out                           # same number as training's val
+    conf = np.load(os.path.join(full_run, "last_confusion.npy"))
+    assert conf.shape == (CLASSES, CLASSES) and conf.sum() == 10 and (conf.sum(1) == 2).all()
+    with open(os.path.join(full_run, "last_per_class.csv")) as f:
+        per_class = list(csv.DictReader(f))
+    assert [r["name"] for r in per_class] == [f"class_{k}" for k in range(5)]
+    assert sum(int(r["correct"]) for r in per_class) == int(np.trace(conf))
+
+
+def test_validate_bad_checkpoint_exit_2(full_run, tmp_path, capsys):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"")
+    rc = _tool("validate").main(["--config", os.path.join(full_run, "recipe.yaml"), "--ckpt_path", str(bad)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "empty" in err[0]
+
+
+def test_finished_run_is_not_overwritten(full_run, data_dir, capsys):
+    before = os.path.getmtime(os.path.join(full_run, "last.ckpt"))
+    rc = _tool("train").main(base_args(data_dir, full_run))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "finished run" in err[0] and "--overwrite True" in err[0]
+    assert os.path.getmtime(os.path.join(full_run, "last.ckpt")) == before
+
+
+def test_resume_continues_exactly(full_run, resumed_run):
+    run, interrupted = resumed_run
+    assert len(interrupted["metrics"]) == 1 and not interrupted["summary"]
+    assert interrupted["state"]["epoch"] == 1 and interrupted["state"]["step"] == 5
+    rows = engine.read_metrics(os.path.join(run, "metrics.csv"))
+    full_rows = engine.read_metrics(os.path.join(full_run, "metrics.csv"))
+    assert [r["epoch"] for r in rows] == [1, 2] and os.path.isfile(os.path.join(run, "summary.json"))
+    assert rows[1]["lr"] == pytest.approx(full_rows[1]["lr"])                # same LR position
+    a, b = _weights(os.path.join(full_run, "last.ckpt")), _weights(os.path.join(run, "last.ckpt"))
+    assert a.keys() == b.keys()
+    assert int(b["global_step"].reshape(-1)[0]) == 10
+    # MindSpore on CPU gives the same result for the same inputs: the resumed run matches bit for bit
+    # (weights, BN statistics and optimizer moments)
+    for k in a:
+        np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    assert rows[1]["train_loss"] == pytest.approx(full_rows[1]["train_loss"], rel=1e-4)
+
+
+def test_freeze_backbone_and_weight_decay_groups():
+    cfg = load(None, ["--data_dir", "/d", "--model", "shufflenet_v2_x0_5", "--freeze_backbone", "True"])
+    net = engine._build_model(cfg, 7)
+    assert [p.name for p in net.trainable_params()] == ["classifier.weight"]
+    cfg2 = load(None, ["--data_dir", "/d", "--model", "shufflenet_v2_x0_5_tv"])
+    net2 = engine._build_model(cfg2, 7)
+    groups = engine._param_groups(net2, cfg2)
+    decay = {p.name for p in groups[0]["params"]}
+    rest = {p.name for p in groups[1]["params"]}
+    assert "conv1.conv.weight" in decay and "classifier.weight" in decay
+    assert "classifier.bias" in rest and "conv1.bn.gamma" in rest and "conv1.bn.beta" in rest
+    assert not any(".bn." in n or n.endswith("bias") for n in decay)
+    assert groups[0]["weight_decay"] == 4e-5 and groups[1]["weight_decay"] == 0.0
