@@ -82,15 +82,15 @@ def save_checkpoint(obj, path: str, append_dict: dict | None = None) -> str:
 def read_checkpoint(path: str) -> dict:
     """Parameter dict of a checkpoint file, with clear errors for a missing or damaged file."""
     if not path or not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint {path!r} does not exist")
+        raise CheckpointError(f"checkpoint {path!r} does not exist; check the path (--ckpt_path)")
     if os.path.getsize(path) == 0:
         raise CheckpointError(f"checkpoint {path!r} is empty (0 bytes); it was not written completely")
     try:
         return ms.load_checkpoint(path)
-    except Exception as e:  # MindSpore raises ValueError/RuntimeError with long texts for damaged files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"checkpoint {path!r} cannot be read (truncated or not a MindSpore "
-                              f"checkpoint): {first}") from None
+    except Exception:  # MindSpore raises ValueError/RuntimeError with long texts for damaged files
+        raise CheckpointError(f"checkpoint {path!r} cannot be read (truncated, damaged or not a MindSpore "
+                              f"checkpoint); use an intact copy (training replaces last.ckpt/best.ckpt only "
+                              f"whole)") from None
 
 
 def _classifier_prefix(net: nn.Cell) -> str:

@@ -14,9 +14,16 @@ Run folder (``ckpt_save_dir``), written by rank 0 unless noted::
                        int entries epoch_num / step_num
     best.ckpt          weights of the epoch with the best val top-1 (same "mindshuffle_state")
     best_confusion.npy / best_confusion.csv / best_per_class.csv   evaluation of best.ckpt (evaluate.save_report)
+    steps.csv          step, epoch, lr, loss of every training step (rank 0), rewritten atomically each epoch
+    train_confusion.npy  confusion matrix of the training split (final weights, eval transforms), at the end
+    report.md, report/   plots (PNG + SVG) and the one-page report, at the end (when matplotlib is installed)
     summary.json       the MindCV-style summary (written last: its presence marks a finished run)
     samples/rank<r>_epoch<e>.txt   sample indices rank r trained on in epoch e (``log_sample_ids: True``)
     ranks/rank<r>_last.ckpt        final weights of rank r > 0 (``log_sample_ids: True``, distributed runs)
+    .rank<r>.pid       process id of rank r (distributed runs): lets msrun's scheduler name a rank that died
+    .tmp-*.ckpt        a checkpoint being written (renamed when complete); one left by a killed process is
+                       removed at the next start. A failed save (full disk) ends the run with RunFolderError
+                       and leaves the previous checkpoint as it was.
 
 Resume (``fit(cfg, resume=True)``) reloads last.ckpt: weights, optimizer moments, global step (= position in
 the per-step LR table), epoch and best metric; data order and augmentation seeds depend only on (seed, epoch),
@@ -116,6 +123,33 @@ def _write_metrics(path: str, rows: list) -> None:
     _atomic_text(path, buf.getvalue())
 
 
+STEPS_COLUMNS = ("step", "epoch", "lr", "loss")
+
+
+def _write_steps(path: str, rows: list) -> None:
+    """steps.csv: the loss and learning rate of every training step (rank 0's loss), for the plots."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(STEPS_COLUMNS)
+    w.writerows([r[0], r[1], f"{r[2]:.6g}", f"{r[3]:.6g}"] for r in rows)
+    _atomic_text(path, buf.getvalue())
+
+
+def _read_steps(path: str, last_step: int) -> list:
+    if not os.path.isfile(path):
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = [(int(r["step"]), int(r["epoch"]), float(r["lr"]), float(r["loss"])) for r in csv.DictReader(f)]
+    return [r for r in rows if r[0] <= last_step]
+
+
+def _hardware() -> dict:
+    import platform
+    import mindspore as ms
+    return {"platform": platform.platform(terse=True), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "mindspore": ms.__version__}
+
+
 def _count(value) -> float:
     return float(value.asnumpy()) if hasattr(value, "asnumpy") else float(value)
 
@@ -132,6 +166,7 @@ def _init_context(cfg: Recipe) -> tuple:
     if not cfg.distribute:
         return 0, 1
     from mindspore.communication import get_group_size, get_rank, init
+    started = time.time()
     try:
         init()  # HCCL on Ascend, NCCL on GPU, MindSpore's own MCCL on CPU; msrun provides the cluster variables
     except RuntimeError as e:
@@ -139,18 +174,40 @@ def _init_context(cfg: Recipe) -> tuple:
         # sending heartbeats; turn MindSpore's long text into one line naming the rank
         if os.environ.get("MS_ROLE") != "MS_SCHED":
             raise
-        found = re.search(r"worker (\d+) is the first one timed out", str(e)) or \
-            re.search(r"node list is: [^{]*\{([\d, ]+)\}", str(e))
-        ranks = found.group(1) if found else "?"
-        raise WorkerFailedError(
-            f"distributed job failed: rank {ranks} stopped (killed, crashed or out of memory); the other ranks "
-            f"were stopped; see worker_{ranks.split(',')[0].strip()}.log in msrun's --log_dir, then continue "
-            f"with --resume {os.path.abspath(cfg.ckpt_save_dir)}") from None
+        raise WorkerFailedError(_worker_failure(str(e), os.path.abspath(cfg.ckpt_save_dir), started)) from None
     rank, world = get_rank(), get_group_size()
+    run_dir = os.path.abspath(cfg.ckpt_save_dir)
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, f".rank{rank}.pid"), "w") as f:  # read by the scheduler if a rank dies
+        f.write(str(os.getpid()))
     ms.reset_auto_parallel_context()
     ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
                                  device_num=world)
     return rank, world
+
+
+def _worker_failure(text: str, run_dir: str, since: float) -> str:
+    """The scheduler's one line when a worker died. msrun reaps the rank that died first and SIGKILLs the
+    others, which it does not reap: so (on this node) the failed rank's process is gone while the others
+    are still zombies. Falls back to MindSpore's list of timed-out nodes."""
+    pids = {}
+    for name in os.listdir(run_dir) if os.path.isdir(run_dir) else []:
+        m = re.fullmatch(r"\.rank(\d+)\.pid", name)
+        path = os.path.join(run_dir, name)
+        if m and os.path.getmtime(path) >= since - 1:
+            with open(path) as f:
+                pids[int(m.group(1))] = int(f.read().strip() or 0)
+    gone = sorted(r for r, pid in pids.items() if not os.path.exists(f"/proc/{pid}"))
+    if len(gone) == 1:
+        ranks = str(gone[0])
+    else:
+        found = re.search(r"node list is: [^{]*\{([\d, ]+)\}", text) or \
+            re.search(r"worker (\d+) is the first one timed out", text)
+        ranks = found.group(1).replace(" ", "") if found else "?"
+    known = ", ".join(f"{r}={pid}" for r, pid in sorted(pids.items()))
+    return (f"distributed job failed: rank {ranks} stopped (killed, crashed or out of memory) and msrun stopped "
+            f"the other ranks; see worker_{ranks.split(',')[0]}.log in msrun's --log_dir"
+            + (f" (rank=pid: {known})" if known else "") + f", then continue with --resume {run_dir}")
 
 
 def _seed_everything(seed: int) -> None:
@@ -240,11 +297,16 @@ def _state(ckpt: dict) -> dict:
     return json.loads(raw)
 
 
-def _save_ckpt(path: str, params: list, state: dict) -> None:
+def _save_ckpt(path: str, params: list, state: dict, net=None) -> None:
+    """Weights (+ optimizer state) with the run state and, given ``net``, the model's metadata (name, classes,
+    pooling and shuffle variant, preprocessing, class names) that validate/infer/export read back."""
     from .checkpoints import save_checkpoint
-    save_checkpoint([{"name": p.name, "data": p} for p in params], path,
-                    append_dict={"mindshuffle_state": json.dumps(state), "epoch_num": int(state["epoch"]),
-                                 "step_num": int(state["step"])})
+    from .convert_names import META_KEY
+    from .checkpoints import model_metadata
+    extra = {"mindshuffle_state": json.dumps(state), "epoch_num": int(state["epoch"]), "step_num": int(state["step"])}
+    if net is not None:
+        extra[META_KEY] = json.dumps(model_metadata(net))
+    save_checkpoint([{"name": p.name, "data": p} for p in params], path, append_dict=extra)
 
 
 # -- the run ---------------------------------------------------------------------------------------------------
@@ -321,6 +383,11 @@ def fit(cfg: Recipe, resume: bool = False) -> dict:
 
     # model, precision, loss, optimizer
     net = _build_model(cfg, num_classes)
+    # recorded in every checkpoint, so validate/infer/export preprocess and name classes as training did
+    net.class_names = [str(n) for n in train_files.names]
+    net.preprocess = {"channel_order": "RGB", "mean": [float(v) for v in mean], "std": [float(v) for v in std],
+                      "input_size": int(cfg.image_resize),
+                      "resize": int(round(cfg.image_resize / (cfg.crop_pct or 1.0)))}
     n_params = sum(int(np.prod(p.shape)) for p in net.get_parameters() if "moving_" not in p.name)
     amp_level, loss_scale, scale_type = cfg.amp_level, cfg.loss_scale, cfg.loss_scale_type
     cpu_notes = []
@@ -384,6 +451,8 @@ def fit(cfg: Recipe, resume: bool = False) -> dict:
     history: list = []
     saved_epoch = 0
     metrics_path = os.path.join(run_dir, "metrics.csv")
+    steps_path = os.path.join(run_dir, "steps.csv")
+    step_rows: list = []
     if resume:
         from .checkpoints import read_checkpoint
         last = os.path.join(run_dir, "last.ckpt")
@@ -399,6 +468,7 @@ def fit(cfg: Recipe, resume: bool = False) -> dict:
         start_epoch, best_top1, best_epoch = state["epoch"], state["best_top1"], state["best_epoch"]
         saved_epoch = start_epoch
         history = [r for r in read_metrics(metrics_path) if r["epoch"] <= start_epoch]
+        step_rows = _read_steps(steps_path, start_epoch * steps)
         gs = int(optimizer.global_step.asnumpy().reshape(-1)[0])
         log.info("resumed from %s: epoch %d done, global step %d (lr %.6g next), best val top-1 %.2f",
                  last, start_epoch, gs, lrs[min(gs, len(lrs) - 1)], best_top1)
@@ -442,6 +512,7 @@ def fit(cfg: Recipe, resume: bool = False) -> dict:
                 if not math.isfinite(loss_v):
                     raise FloatingPointError(f"loss became {loss_v} at epoch {epoch + 1} step {i + 1}; lower "
                                              f"lr (now {lrs[epoch * steps + i]:.4g}) or check the data")
+                step_rows.append((epoch * steps + i + 1, epoch + 1, float(lrs[epoch * steps + i]), loss_v))
                 loss_sum += loss_v * x.shape[0]
                 correct_sum += _count(correct)
                 seen += x.shape[0]
@@ -480,14 +551,15 @@ def fit(cfg: Recipe, resume: bool = False) -> dict:
         if rank == 0:
             try:
                 _write_metrics(metrics_path, history)
+                _write_steps(steps_path, step_rows)
                 own = {p.name for p in net.get_parameters()}
                 _save_ckpt(os.path.join(run_dir, "last.ckpt"),
                            list(net.get_parameters()) + [p for p in optimizer.get_parameters()
-                                                         if p.name not in own], state)
+                                                         if p.name not in own], state, net)
                 saved_epoch = epoch + 1
                 if improved:
                     best_path = os.path.join(run_dir, "best.ckpt")
-                    _save_ckpt(best_path, list(net.get_parameters()), state)
+                    _save_ckpt(best_path, list(net.get_parameters()), state, net)
                     save_report(acc, best_path, train_files.names)
             except OSError as e:  # a full disk, a lost mount, no permission: the renames never happened
                 kept = f"last.ckpt (epoch {saved_epoch}) is intact" if saved_epoch else "no epoch was saved yet"
@@ -508,6 +580,10 @@ def fit(cfg: Recipe, resume: bool = False) -> dict:
                  cfg.epoch_size, run_dir)
         return {"stopped_after_epoch": end_epoch}
 
+    # the training split's confusion matrix (final weights, eval transforms), for the report's plots
+    train_acc = _validate(cfg, eval_step, net, train_files, val_tf, num_classes, rank, world)
+    if rank == 0:
+        _atomic_npy(os.path.join(run_dir, "train_confusion.npy"), train_acc.confusion.astype(np.int64))
     ms_step = float(np.median(step_times)) * 1000.0 if step_times else float("nan")
     final = history[-1] if history else {}
     summary = {
@@ -521,12 +597,34 @@ def fit(cfg: Recipe, resume: bool = False) -> dict:
         "recipe": os.path.basename(cfg.config) if cfg.config else "", "weight": os.path.join(run_dir, "last.ckpt"),
         "best_top1": round(best_top1, 2) if best_top1 >= 0 else None, "best_epoch": best_epoch,
         "epochs": len(history), "train_time_s": round(sum(r["epoch_time"] for r in history), 1),
-        "amp_level": amp_level, "device_target": cfg.device_target,
+        "amp_level": amp_level, "device_target": cfg.device_target, "hardware": _hardware(),
     }
     if rank == 0:
         _atomic_text(os.path.join(run_dir, "summary.json"), json.dumps(summary, indent=1))
         log.info("summary:\n%s", summary_table(summary))
+        _write_report(run_dir)
     return summary
+
+
+def _write_report(run_dir: str) -> None:
+    """Plots and report.md at the end of a run, when matplotlib is there; a failure here never fails the run."""
+    from .plots import have_matplotlib
+    if not have_matplotlib():
+        log.info("matplotlib not installed: no plots (pip install 'mindshuffle[plots]'; then tools/report.py)")
+        return
+    try:
+        from .report import make_report
+        res = make_report(run_dir)
+        log.info("report: %s (%d plots)", res["report"], len(res["plots"]))
+    except Exception as e:  # noqa: BLE001 - the run itself succeeded
+        log.warning("could not write the report (%s); run tools/report.py %s", e, run_dir)
+
+
+def _atomic_npy(path: str, array) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=os.path.dirname(os.path.abspath(path)))
+    with os.fdopen(fd, "wb") as f:
+        np.save(f, array)
+    os.replace(tmp, path)
 
 
 def summary_table(summary: dict) -> str:

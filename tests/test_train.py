@@ -164,3 +164,66 @@ def test_freeze_backbone_and_weight_decay_groups():
     assert "classifier.bias" in rest and "conv1.bn.gamma" in rest and "conv1.bn.beta" in rest
     assert not any(".bn." in n or n.endswith("bias") for n in decay)
     assert groups[0]["weight_decay"] == 4e-5 and groups[1]["weight_decay"] == 0.0
+
+
+# -- issue 8: plots and report from a real run -------------------------------------------------------------
+
+def _valid_png(path):
+    with Image.open(path) as im:
+        im.verify()
+    with Image.open(path) as im:
+        return im.size
+
+
+def test_run_writes_steps_confusions_and_report(full_run):
+    with open(os.path.join(full_run, "metrics.csv"), newline="") as f:
+        metrics = list(csv.DictReader(f))
+    with open(os.path.join(full_run, "steps.csv"), newline="") as f:
+        steps = list(csv.DictReader(f))
+    per_epoch = 5 * 8 // 8  # 40 train images, batch 8, drop_remainder
+    assert [int(r["step"]) for r in steps] == list(range(1, 2 * per_epoch + 1))
+    assert {int(r["epoch"]) for r in steps} == {1, 2}
+    # the epoch's mean loss in metrics.csv is the mean of its step losses (equal batches)
+    ep2 = [float(r["loss"]) for r in steps if r["epoch"] == "2"]
+    assert float(metrics[-1]["train_loss"]) == pytest.approx(np.mean(ep2), rel=1e-3)
+    train_cm = np.load(os.path.join(full_run, "train_confusion.npy"))
+    assert train_cm.shape == (CLASSES, CLASSES) and train_cm.sum() == 5 * 8
+    assert (train_cm.sum(1) == 8).all()
+    report = open(os.path.join(full_run, "report.md"), encoding="utf-8").read()
+    last = metrics[-1]
+    assert f"val top-1 {float(last['val_top1']):.2f}%" in report
+    assert f"train loss {float(last['train_loss']):.4f}" in report
+    summary = json.load(open(os.path.join(full_run, "summary.json")))
+    assert f"| {summary['model']} | {summary['params (M)']} |" in report
+    for name in ("accuracy", "loss", "lr", "confusion_train", "confusion_val"):
+        png = os.path.join(full_run, "report", f"{name}.png")
+        assert f"report/{name}.png" in report
+        w, h = _valid_png(png)
+        assert w > 100 and h > 100
+        assert "<svg" in open(os.path.join(full_run, "report", f"{name}.svg"), encoding="utf-8").read(4000)
+
+
+def test_report_and_compare_tools(full_run, tmp_path):
+    out = str(tmp_path / "rep")
+    assert _tool("report").main([full_run, "--out", out]) == 0
+    assert _valid_png(os.path.join(out, "confusion_val.png"))
+    cmp_dir = str(tmp_path / "cmp")
+    assert _tool("compare").main([full_run, full_run, "--out", cmp_dir, "--labels", "a,b"]) == 0
+    text = open(os.path.join(cmp_dir, "compare.md"), encoding="utf-8").read()
+    assert "| a | shufflenet_v2_x0_5 |" in text and "| b | shufflenet_v2_x0_5 |" in text
+    assert _valid_png(os.path.join(cmp_dir, "compare_val_top1.png"))
+    assert _tool("report").main([str(tmp_path / "nothing")]) == 2
+    assert _tool("compare").main([full_run, full_run, "--labels", "only_one"]) == 2
+
+
+def test_confusion_plot_lists_most_confused_pairs_for_many_classes(tmp_path):
+    from mindshuffle.plots import most_confused, plot_confusion
+    rng = np.random.default_rng(0)
+    cm = np.diag(rng.integers(5, 10, 40))
+    cm[3, 7] = 4
+    cm[12, 1] = 2
+    assert most_confused(cm, None, 2) == [("3", "7", 4, pytest.approx(4 / (cm[3].sum()))),
+                                           ("12", "1", 2, pytest.approx(2 / cm[12].sum()))]
+    paths = plot_confusion(cm, str(tmp_path / "cm40"))
+    assert [os.path.splitext(p)[1] for p in paths] == [".png", ".svg"]
+    assert "3 -&gt; 7: 4" in open(paths[1], encoding="utf-8").read() or "3 -> 7: 4" in open(paths[1]).read()
