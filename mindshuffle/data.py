@@ -334,16 +334,27 @@ class _Source:
         raise DataError(f"no readable image among the {n} of this shard (first: {self.files.paths[0]!r})")
 
 
-def build_transforms(cfg, mean: list, std: list, is_training: bool) -> list:
-    """MindCV's ImageNet-style transforms with the recipe's augmentation keys."""
+def _rgb_to_bgr(img):
+    """HWC RGB -> BGR (a contiguous copy), for weights trained on OpenCV-decoded images (Megvii's)."""
+    return np.ascontiguousarray(np.asarray(img)[..., ::-1])
+
+
+def build_transforms(cfg, mean: list, std: list, is_training: bool, bgr: bool = False) -> list:
+    """MindCV's ImageNet-style transforms with the recipe's augmentation keys. ``bgr`` swaps the channels to
+    BGR right before normalisation (mean/std are then in BGR order, as the checkpoint records them)."""
     from mindcv.data import create_transforms
     if is_training:
-        return create_transforms("", image_resize=cfg.image_resize, is_training=True, scale=tuple(cfg.scale),
-                                 ratio=tuple(cfg.ratio), hflip=cfg.hflip, vflip=cfg.vflip,
-                                 color_jitter=cfg.color_jitter, interpolation=cfg.interpolation, mean=mean,
-                                 std=std, re_prob=cfg.re_prob)
-    return create_transforms("", image_resize=cfg.image_resize, is_training=False, crop_pct=cfg.crop_pct,
-                             interpolation=cfg.interpolation, mean=mean, std=std)
+        tf = create_transforms("", image_resize=cfg.image_resize, is_training=True, scale=tuple(cfg.scale),
+                               ratio=tuple(cfg.ratio), hflip=cfg.hflip, vflip=cfg.vflip,
+                               color_jitter=cfg.color_jitter, interpolation=cfg.interpolation, mean=mean,
+                               std=std, re_prob=cfg.re_prob)
+    else:
+        tf = create_transforms("", image_resize=cfg.image_resize, is_training=False, crop_pct=cfg.crop_pct,
+                               interpolation=cfg.interpolation, mean=mean, std=std)
+    if bgr:
+        at = next((i for i, t in enumerate(tf) if type(t).__name__ == "Normalize"), len(tf) - 1)
+        tf = tf[:at] + [_rgb_to_bgr] + tf[at:]
+    return tf
 
 
 def build_loader(cfg, files: FileList, indices: np.ndarray, transforms: list, is_training: bool,

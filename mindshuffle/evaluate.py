@@ -142,15 +142,21 @@ def run_validation(cfg) -> dict:
     import json
     import mindspore as ms
     from . import data as D
-    from .checkpoints import read_checkpoint
+    from .checkpoints import checkpoint_metadata, normalize_preprocess, read_checkpoint
     from .registry import create_model
 
     ms.set_context(mode=ms.GRAPH_MODE if cfg.mode == 0 else ms.PYNATIVE_MODE, device_target=cfg.device_target)
     classes, names = _class_list(cfg)
     files = D.scan(cfg.dataset, cfg.data_dir, cfg.val_split, classes=classes)
-    state = read_checkpoint(cfg.ckpt_path).get("mindshuffle_state")
+    raw = read_checkpoint(cfg.ckpt_path)
+    state = raw.get("mindshuffle_state")
     state = json.loads(state) if isinstance(state, str) else {}
-    if state.get("mean") and cfg.mean == "auto":
+    pre = checkpoint_metadata(raw).get("preprocess")
+    bgr = False
+    if pre:  # the checkpoint's own preprocessing (training, or a converter: e.g. Megvii's BGR 0-255 input)
+        pre = normalize_preprocess(pre)
+        mean, std, bgr = pre["mean"], pre["std"], pre["channel_order"] == "BGR"
+    elif state.get("mean") and cfg.mean == "auto":
         mean, std = state["mean"], state["std"]  # the statistics the model was trained with
     else:
         mean, std = D.resolve_stats(cfg, D.scan(cfg.dataset, cfg.data_dir, cfg.train_split, classes=classes)
@@ -158,7 +164,7 @@ def run_validation(cfg) -> dict:
     num_classes = cfg.num_classes or state.get("num_classes") or len(classes)
     net = create_model(cfg.model, num_classes=num_classes, checkpoint_path=cfg.ckpt_path)
     net.set_train(False)
-    tf = D.build_transforms(cfg, mean, std, is_training=False)
+    tf = D.build_transforms(cfg, mean, std, is_training=False, bgr=bgr)
     loader, source = D.build_loader(cfg, files, np.arange(len(files)), tf, is_training=False)
     def forward(x):
         return net(x)

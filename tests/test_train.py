@@ -227,3 +227,57 @@ def test_confusion_plot_lists_most_confused_pairs_for_many_classes(tmp_path):
     paths = plot_confusion(cm, str(tmp_path / "cm40"))
     assert [os.path.splitext(p)[1] for p in paths] == [".png", ".svg"]
     assert "3 -&gt; 7: 4" in open(paths[1], encoding="utf-8").read() or "3 -> 7: 4" in open(paths[1]).read()
+
+
+def test_training_checkpoint_carries_its_preprocessing(full_run):
+    from mindshuffle.checkpoints import checkpoint_metadata
+    meta = checkpoint_metadata(os.path.join(full_run, "best.ckpt"))
+    state = json.loads(str(ms.load_checkpoint(os.path.join(full_run, "best.ckpt"))["mindshuffle_state"]))
+    assert meta["model"] == "shufflenet_v2_x0_5" and meta["num_classes"] == CLASSES
+    assert meta["class_names"] == [f"class_{k}" for k in range(CLASSES)]
+    assert meta["preprocess"]["channel_order"] == "RGB"
+    assert meta["preprocess"]["mean"] == pytest.approx(state["mean"])
+
+
+def test_bgr_transform_swaps_channels_before_normalising(rng):
+    from mindshuffle.data import build_transforms
+    cfg = load(None, {"image_resize": 8, "crop_pct": 1.0, "dataset": "folder", "data_dir": "unused"})
+    img = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
+    mean, std = [10.0, 20.0, 30.0], [2.0, 3.0, 4.0]
+    rgb = build_transforms(cfg, mean, std, is_training=False)
+    bgr = build_transforms(cfg, mean[::-1], std[::-1], is_training=False, bgr=True)
+    assert len(bgr) == len(rgb) + 1
+
+    def run(tfs, x):
+        import io
+        buf = io.BytesIO()
+        Image.fromarray(x).save(buf, format="PNG")
+        x = np.frombuffer(buf.getvalue(), np.uint8)   # the loader hands encoded bytes to Decode
+        for t in tfs:
+            x = t(x)
+        return np.asarray(x)
+    a, b = run(rgb, img), run(bgr, img)
+    np.testing.assert_allclose(b, a[::-1], rtol=1e-5, atol=1e-4)   # CHW: channel axis reversed
+
+
+def test_validate_uses_the_checkpoint_preprocessing(full_run, tmp_path, monkeypatch):
+    """A checkpoint that records BGR 0-255 input (as converted Megvii weights do) is validated that way."""
+    from mindshuffle import data as D
+    from mindshuffle.checkpoints import save_checkpoint
+    from mindshuffle.evaluate import run_validation
+    from mindshuffle.registry import create_model
+    net = create_model("shufflenet_v2_x0_5", num_classes=CLASSES,
+                       checkpoint_path=os.path.join(full_run, "best.ckpt"))
+    net.preprocess = {"channel_order": "BGR", "mean": [0, 0, 0], "std": [1, 1, 1]}
+    ckpt = save_checkpoint(net, str(tmp_path / "bgr.ckpt"))
+    seen = {}
+    real = D.build_transforms
+
+    def spy(cfg, mean, std, is_training, bgr=False):
+        seen.update(mean=list(mean), std=list(std), bgr=bgr)
+        return real(cfg, mean, std, is_training, bgr=bgr)
+    monkeypatch.setattr(D, "build_transforms", spy)
+    cfg = load(os.path.join(full_run, "recipe.yaml"), {"ckpt_path": ckpt})
+    res = run_validation(cfg)
+    assert seen == {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "bgr": True}
+    assert 0 <= res["top1"] <= 100
