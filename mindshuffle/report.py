@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import platform
 import tempfile
 
 import numpy as np
@@ -132,7 +131,7 @@ def _report_md(run: dict, figures: list, confused: list, run_dir: str) -> str:
             "seed", "distribute"]
     lines += ["## Recipe", "", "| key | value |", "|---|---|"]
     lines += [f"| {k} | {r[k]} |" for k in keys if k in r]
-    lines += ["", f"(all keys: `recipe.yaml`)", ""]
+    lines += ["", "(all keys: `recipe.yaml`)", ""]
     lines += ["## Plots", ""]
     for title, path in figures:
         lines += [f"### {title}", "", f"![{title}]({os.path.relpath(path, run_dir)})", ""]

@@ -8,8 +8,8 @@ grouped: its input has too few channels.
 from __future__ import annotations
 
 from mindspore import Tensor, nn, ops
-from mindspore.common import initializer as init
 
+from .base import ClassifierNet, init_like_authors
 from ..layers import ConvBNAct, GroupShuffle
 from ..registry import register_model
 
@@ -66,7 +66,7 @@ class ShuffleUnitV1(nn.Cell):
         return self.relu(ops.concat((self.pool(x), y), 1))
 
 
-class ShuffleNetV1(nn.Cell):
+class ShuffleNetV1(ClassifierNet):
     """ShuffleNet V1 with ``groups`` in {1, 2, 3, 4, 8} and width ``scale`` in {0.5, 1.0, 1.5, 2.0}."""
 
     def __init__(self, groups: int = 3, scale: float = 1.0, num_classes: int = 1000, in_channels: int = 3,
@@ -94,18 +94,7 @@ class ShuffleNetV1(nn.Cell):
             dict(num_chs=widths[2], reduction=16, module="stage3"),
             dict(num_chs=widths[3], reduction=32, module="stage4"),
         ]
-        self._init_weights()
-
-    def _make_classifier(self, num_classes: int) -> nn.Cell:
-        return nn.Dense(self.num_features, num_classes, has_bias=False) if num_classes > 0 else nn.Identity()
-
-    def _init_weights(self) -> None:
-        for name, cell in self.cells_and_names():
-            if isinstance(cell, nn.Conv2d):
-                std = 0.01 if name.startswith("conv1") else 1.0 / cell.weight.shape[1]
-                cell.weight.set_data(init.initializer(init.Normal(std), cell.weight.shape, cell.weight.dtype))
-            elif isinstance(cell, nn.Dense):
-                cell.weight.set_data(init.initializer(init.Normal(0.01), cell.weight.shape, cell.weight.dtype))
+        init_like_authors(self)
 
     def stem(self, x: Tensor) -> Tensor:
         return self.maxpool(self.conv1(x))
@@ -113,28 +102,8 @@ class ShuffleNetV1(nn.Cell):
     def forward_features(self, x: Tensor) -> Tensor:
         return self.stage4(self.stage3(self.stage2(self.stem(x))))
 
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = ops.mean(x, (2, 3))
-        if pre_logits:
-            return x
-        return self.classifier(self.dropout(x))
-
-    def construct(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
     def stages(self) -> list:
         return [self.stage2, self.stage3, self.stage4]
-
-    def get_classifier(self) -> nn.Cell:
-        return self.classifier
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.classifier = self._make_classifier(num_classes)
-        if isinstance(self.classifier, nn.Dense):
-            w = self.classifier.weight
-            w.set_data(init.initializer(init.Normal(0.01), w.shape, w.dtype))
-
 
 # ---------------------------------------------------------------------------------------------------------
 # registered constructors. Params: the authors' counts (1000 classes); FLOPs and accuracy: the authors'

@@ -12,10 +12,9 @@ The channel shuffle is fused into the split at each unit's input (see ``layers.C
 from __future__ import annotations
 
 import numpy as np
-import mindspore as ms
 from mindspore import Tensor, nn, ops
-from mindspore.common import initializer as init
 
+from .base import ClassifierNet, init_like_authors
 from ..layers import ChannelSplit, ConvBNAct, SqueezeExcite, ZeroPadMaxPool
 from ..registry import register_model
 
@@ -84,7 +83,7 @@ class ShuffleUnitV2(nn.Cell):
         return ops.concat((self.branch_proj(x), self.branch_main(x)), 1)
 
 
-class ShuffleNetV2(nn.Cell):
+class ShuffleNetV2(ClassifierNet):
     """ShuffleNet V2 classifier / backbone.
 
     Args:
@@ -134,6 +133,7 @@ class ShuffleNetV2(nn.Cell):
         self.conv5 = ConvBNAct(c_in, widths[4], 1)
         self.drop_rate = drop_rate
         self.dropout = nn.Dropout(p=drop_rate) if drop_rate > 0 else nn.Identity()
+        self.classifier_bias = layout == "torchvision"
         self.classifier = self._make_classifier(num_classes)
         # (channels, stride, module) of the maps ``features_only`` returns: after maxpool and each stage
         self.feature_info = [
@@ -142,25 +142,7 @@ class ShuffleNetV2(nn.Cell):
             dict(num_chs=widths[2], reduction=16, module="stage3"),
             dict(num_chs=widths[3], reduction=32, module="stage4"),
         ]
-        self._init_weights()
-
-    def _make_classifier(self, num_classes: int) -> nn.Cell:
-        if num_classes <= 0:
-            return nn.Identity()
-        return nn.Dense(self.num_features, num_classes, has_bias=self.layout == "torchvision")
-
-    def _init_weights(self) -> None:
-        """The authors' initialisation: N(0, 0.01) for conv1 and the classifier, N(0, 1/fan_in-channels) else."""
-        for name, cell in self.cells_and_names():
-            if isinstance(cell, nn.Conv2d):
-                std = 0.01 if name.startswith("conv1") else 1.0 / cell.weight.shape[1]
-                cell.weight.set_data(init.initializer(init.Normal(std), cell.weight.shape, cell.weight.dtype))
-                if cell.bias is not None:
-                    cell.bias.set_data(init.initializer("zeros", cell.bias.shape, cell.bias.dtype))
-            elif isinstance(cell, nn.Dense):
-                cell.weight.set_data(init.initializer(init.Normal(0.01), cell.weight.shape, cell.weight.dtype))
-                if cell.bias is not None:
-                    cell.bias.set_data(init.initializer("zeros", cell.bias.shape, cell.bias.dtype))
+        init_like_authors(self)
 
     def stem(self, x: Tensor) -> Tensor:
         if self.stem_folded:
@@ -207,32 +189,8 @@ class ShuffleNetV2(nn.Cell):
         x = self.stage4(self.stage3(self.stage2(x)))
         return self.conv5(x)
 
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = ops.mean(x, (2, 3))
-        if pre_logits:
-            return x
-        return self.classifier(self.dropout(x))
-
-    def construct(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
     def stages(self) -> list:
         return [self.stage2, self.stage3, self.stage4]
-
-    def get_classifier(self) -> nn.Cell:
-        return self.classifier
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """New, freshly initialised classifier for ``num_classes`` (fine-tuning)."""
-        self.num_classes = num_classes
-        self.classifier = self._make_classifier(num_classes)
-        if isinstance(self.classifier, nn.Dense):
-            w = self.classifier.weight
-            w.set_data(init.initializer(init.Normal(0.01), w.shape, w.dtype))
-            if self.classifier.bias is not None:
-                b = self.classifier.bias
-                b.set_data(init.initializer("zeros", b.shape, b.dtype))
-
 
 # ---------------------------------------------------------------------------------------------------------
 # registered constructors

@@ -32,8 +32,8 @@ without). Where the code uses BN eps 1e-9 we keep 1e-5 (no effect on shapes; saf
 from __future__ import annotations
 
 from mindspore import Tensor, nn, ops
-from mindspore.common import initializer as init
 
+from .base import ClassifierNet, init_like_authors
 from ..layers import ChannelSplit, ConvBNAct, SqueezeExcite
 from ..registry import register_model
 from .shufflenet_v2 import ShuffleUnitV2
@@ -50,50 +50,15 @@ V2_164_HEAD = 1280
 AUX_LOSS_WEIGHTS = (1.0, 0.7, 0.5, 0.3)          # main, 14 px (after stage4), 28 px (stage3), 56 px (stage2)
 
 
-def _init_convs_dense(net: nn.Cell, first_prefix: str = "conv1") -> None:
-    """The authors' initialisation: N(0, 0.01) for the stem and FCs, N(0, 1/fan_in-channels) for other convs."""
-    for name, cell in net.cells_and_names():
-        if isinstance(cell, nn.Dense):
-            std = 0.01
-        elif isinstance(cell, nn.Conv2d):
-            std = 0.01 if name.startswith(first_prefix) else 1.0 / cell.weight.shape[1]
-        else:
-            continue
-        cell.weight.set_data(init.initializer(init.Normal(std), cell.weight.shape, cell.weight.dtype))
-        if cell.bias is not None:
-            cell.bias.set_data(init.initializer("zeros", cell.bias.shape, cell.bias.dtype))
-
-
-class _LargeBase(nn.Cell):
+class _LargeBase(ClassifierNet):
     """What both large networks share: head, classifier swap, feature description."""
 
     def stages(self) -> list:
         return [self.stage2, self.stage3, self.stage4, self.stage5]
 
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = ops.mean(x, (2, 3))
-        if pre_logits:
-            return x
-        return self.classifier(self.dropout(x))
-
-    def get_classifier(self) -> nn.Cell:
-        return self.classifier
-
-    def _make_classifier(self, num_classes: int) -> nn.Cell:
-        if num_classes <= 0:
-            return nn.Identity()
-        return nn.Dense(self.num_features, num_classes, has_bias=self.classifier_bias)
-
     def reset_classifier(self, num_classes: int) -> None:
         """New, freshly initialised classifier for ``num_classes`` (fine-tuning). Auxiliary heads are dropped."""
-        self.num_classes = num_classes
-        self.classifier = self._make_classifier(num_classes)
-        if isinstance(self.classifier, nn.Dense):
-            w = self.classifier.weight
-            w.set_data(init.initializer(init.Normal(0.01), w.shape, w.dtype))
-            if self.classifier.bias is not None:
-                b = self.classifier.bias
-                b.set_data(init.initializer("zeros", b.shape, b.dtype))
+        super().reset_classifier(num_classes)
         if getattr(self, "aux_heads", False):
             self.aux_heads = False
             del self.aux56, self.aux28, self.aux14
@@ -153,7 +118,7 @@ class ShuffleNetV2_50(_LargeBase):  # noqa: N801 (the paper's name)
             dict(num_chs=widths[3], reduction=16, module="stage4"),
             dict(num_chs=widths[4], reduction=32, module="stage5"),
         ]
-        _init_convs_dense(self)
+        init_like_authors(self)
 
     def stem(self, x: Tensor) -> Tensor:
         return self.maxpool(self.conv1(x))
@@ -270,7 +235,7 @@ class SEShuffleNetV2Large(_LargeBase):
             dict(num_chs=widths[2], reduction=16, module="stage4"),
             dict(num_chs=widths[3], reduction=32, module="stage5"),
         ]
-        _init_convs_dense(self)
+        init_like_authors(self)
 
     def stem(self, x: Tensor) -> Tensor:
         return self.maxpool(self.conv1(x))

@@ -19,8 +19,8 @@ Medium 222 M, 5.6 M, 75.7 %; Large 360 M, 6.7 M, 77.1 %.
 from __future__ import annotations
 
 from mindspore import Tensor, nn, ops
-from mindspore.common import initializer as init
 
+from .base import ClassifierNet, init_like_authors
 from ..layers import ChannelSplit, ConvBNAct
 from ..registry import register_model
 
@@ -115,7 +115,7 @@ class ShuffleUnitV2Plus(nn.Cell):
         return ops.concat((self.branch_proj(x), self.branch_main(x)), 1)
 
 
-class ShuffleNetV2Plus(nn.Cell):
+class ShuffleNetV2Plus(ClassifierNet):
     """ShuffleNet V2+ classifier / backbone.
 
     Args:
@@ -171,22 +171,11 @@ class ShuffleNetV2Plus(nn.Cell):
         ]
         self._init_weights()
 
-    def _make_classifier(self, num_classes: int) -> nn.Cell:
-        if num_classes <= 0:
-            return nn.Identity()
-        return nn.Dense(self.num_features, num_classes, has_bias=False)
-
     def _init_weights(self) -> None:
-        """The authors' initialisation: N(0, 0.01) for conv1, SE convs and FCs; N(0, 1/fan_in-channels) else."""
+        """The authors' initialisation, with N(0, 0.01) for the SE convs too."""
         se_convs = {id(c) for _, se in self.cells_and_names() if isinstance(se, SqueezeExciteBN)
                     for c in (se.reduce, se.expand)}
-        for name, cell in self.cells_and_names():
-            if isinstance(cell, (nn.Conv2d, nn.Dense)):
-                small = isinstance(cell, nn.Dense) or name.startswith("conv1") or id(cell) in se_convs
-                std = 0.01 if small else 1.0 / cell.weight.shape[1]
-                cell.weight.set_data(init.initializer(init.Normal(std), cell.weight.shape, cell.weight.dtype))
-                if cell.bias is not None:
-                    cell.bias.set_data(init.initializer("zeros", cell.bias.shape, cell.bias.dtype))
+        init_like_authors(self, small=lambda name, cell: id(cell) in se_convs)
 
     def stem(self, x: Tensor) -> Tensor:
         return self.conv1(x)
@@ -205,21 +194,6 @@ class ShuffleNetV2Plus(nn.Cell):
         if pre_logits:
             return x
         return self.classifier(self.dropout(x))
-
-    def construct(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Cell:
-        return self.classifier
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """New, freshly initialised classifier for ``num_classes`` (fine-tuning)."""
-        self.num_classes = num_classes
-        self.classifier = self._make_classifier(num_classes)
-        if isinstance(self.classifier, nn.Dense):
-            w = self.classifier.weight
-            w.set_data(init.initializer(init.Normal(0.01), w.shape, w.dtype))
-
 
 # ---------------------------------------------------------------------------------------------------------
 # registered constructors

@@ -1,0 +1,60 @@
+"""What every ShuffleNet network here shares: the pooled head, the classifier swap for fine-tuning, and the
+authors' initialisation."""
+from __future__ import annotations
+
+from mindspore import Tensor, nn, ops
+from mindspore.common import initializer as init
+
+__all__ = ["ClassifierNet", "init_like_authors"]
+
+
+class ClassifierNet(nn.Cell):
+    """Base of the networks: ``construct = forward_head(forward_features(x))``.
+
+    A subclass builds ``self.dropout``, sets ``self.num_features`` (and ``self.classifier_bias`` where the
+    classifier has a bias), makes ``self.classifier = self._make_classifier(num_classes)`` and defines
+    ``stem``, ``stages`` and ``forward_features``.
+    """
+
+    classifier_bias = False
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = ops.mean(x, (2, 3))
+        if pre_logits:
+            return x
+        return self.classifier(self.dropout(x))
+
+    def construct(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Cell:
+        return self.classifier
+
+    def _make_classifier(self, num_classes: int) -> nn.Cell:
+        if num_classes <= 0:
+            return nn.Identity()
+        return nn.Dense(self.num_features, num_classes, has_bias=self.classifier_bias)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """New, freshly initialised classifier for ``num_classes`` (fine-tuning)."""
+        self.num_classes = num_classes
+        self.classifier = self._make_classifier(num_classes)
+        if isinstance(self.classifier, nn.Dense):
+            _normal(self.classifier, 0.01)
+
+
+def _normal(cell: nn.Cell, std: float) -> None:
+    cell.weight.set_data(init.initializer(init.Normal(std), cell.weight.shape, cell.weight.dtype))
+    if cell.bias is not None:
+        cell.bias.set_data(init.initializer("zeros", cell.bias.shape, cell.bias.dtype))
+
+
+def init_like_authors(net: nn.Cell, first_prefix: str = "conv1", small=lambda name, cell: False) -> None:
+    """The authors' initialisation: N(0, 0.01) for the first conv, the FC layers and whatever ``small`` picks,
+    N(0, 1/input-channels-per-group) for the other convs; biases zero."""
+    for name, cell in net.cells_and_names():
+        if isinstance(cell, nn.Dense):
+            _normal(cell, 0.01)
+        elif isinstance(cell, nn.Conv2d):
+            tiny = name.startswith(first_prefix) or small(name, cell)
+            _normal(cell, 0.01 if tiny else 1.0 / cell.weight.shape[1])
