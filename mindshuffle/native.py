@@ -34,6 +34,17 @@ def native_enabled() -> bool:
     return ms.get_context("device_target") == "CPU"
 
 
+def _cpu_signature() -> bytes:
+    """The CPU model and instruction-set flags (Linux), or the machine name elsewhere."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            keep = [ln for ln in f if ln.startswith(("model name", "flags", "Features"))]
+        return "".join(sorted(set(keep))).encode()
+    except OSError:
+        import platform
+        return (platform.machine() + platform.processor()).encode()
+
+
 def _library() -> str | None:
     """Path of the compiled kernel library, compiling it on first use; None when that is impossible."""
     if _LIB:
@@ -43,7 +54,9 @@ def _library() -> str | None:
         cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
         if cxx and os.path.exists(_SRC):
             with open(_SRC, "rb") as f:
-                tag = hashlib.sha1(f.read() + " ".join([cxx] + _FLAGS).encode()).hexdigest()[:12]
+                # -march=native: a library built on one CPU may not run on another (a home folder shared
+                # across cluster nodes), so the CPU's model and feature flags are part of the cache key
+                tag = hashlib.sha1(f.read() + " ".join([cxx] + _FLAGS).encode() + _cpu_signature()).hexdigest()[:12]
             cache = os.environ.get("MINDSHUFFLE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
                                                                          "mindshuffle")
             os.makedirs(cache, exist_ok=True)
