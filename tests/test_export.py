@@ -8,31 +8,13 @@ import mindspore as ms
 import pytest
 from PIL import Image
 
+from conftest import randomize
 from mindshuffle import create_model
 from mindshuffle.checkpoints import save_checkpoint, set_authors_shuffle, set_pool_same
 from mindshuffle.export import (PredictError, Predictor, export_model, load_checkpoint_model, load_labels,
                                 preprocess_image)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def randomize(net, seed=0):
-    rng = np.random.default_rng(seed)
-    for p in net.get_parameters():
-        shape, name = p.shape, p.name
-        if name.endswith("moving_variance"):
-            v = rng.uniform(0.5, 2.0, shape)
-        elif name.endswith(("moving_mean", "beta")):
-            v = rng.normal(0, 0.2, shape)
-        elif name.endswith("gamma"):
-            v = rng.uniform(0.5, 1.5, shape)
-        elif len(shape) >= 2:
-            v = rng.normal(0, (2.0 / np.prod(shape[1:])) ** 0.5, shape)
-        else:
-            v = rng.normal(0, 0.1, shape)
-        p.set_data(ms.Tensor(v.astype(np.float32)))
-    net.set_train(False)
-    return net
 
 
 def _tool(name):

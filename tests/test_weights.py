@@ -6,30 +6,11 @@ import numpy as np
 import mindspore as ms
 import pytest
 
+from conftest import randomize
 from mindshuffle import create_model
 from mindshuffle.checkpoints import (CheckpointError, checkpoint_metadata, load_model_weights, save_checkpoint,
                                      uses_authors_shuffle, uses_pool_same)
 from mindshuffle.convert_names import META_KEY, detect_layout
-
-
-def randomize(net, seed=0):
-    """He-scaled random weights and random BatchNorm statistics, so logits are far from trivial."""
-    rng = np.random.default_rng(seed)
-    for p in net.get_parameters():
-        shape, name = p.shape, p.name
-        if name.endswith("moving_variance"):
-            v = rng.uniform(0.5, 2.0, shape)
-        elif name.endswith(("moving_mean", "beta")):
-            v = rng.normal(0, 0.2, shape)
-        elif name.endswith("gamma"):
-            v = rng.uniform(0.5, 1.5, shape)
-        elif len(shape) >= 2:
-            v = rng.normal(0, (2.0 / np.prod(shape[1:])) ** 0.5, shape)
-        else:
-            v = rng.normal(0, 0.1, shape)
-        p.set_data(ms.Tensor(v.astype(np.float32)))
-    net.set_train(False)
-    return net
 
 
 @pytest.fixture(scope="module")
