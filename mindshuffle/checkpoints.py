@@ -309,8 +309,9 @@ def load_model_weights(net: nn.Cell, path: str, strict: bool = True) -> dict:
 
 
 def _is_weight_name(key: str) -> bool:
-    """Optimizer state (moments, learning rate, global step) is not a model weight."""
-    return not (key.startswith(("moments.", "accum.", "learning_rate", "global_step", "momentum",
+    """Optimizer state (moments, learning rate, global step) and the trained weights kept beside EMA averages
+    (``train.*``, ``ema_updates``) are not model weights."""
+    return not (key.startswith(("moments.", "accum.", "train.", "ema_updates", "learning_rate", "global_step", "momentum",
                                 "adam_", "beta1_power", "beta2_power", "scale_sense", "current_iterator_step",
                                 "last_overflow_iterator_step", "epoch_num", "step_num"))
                 or key in ("moments", ))

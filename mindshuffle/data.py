@@ -339,6 +339,22 @@ def _rgb_to_bgr(img):
     return np.ascontiguousarray(np.asarray(img)[..., ::-1])
 
 
+def _with_affine(cfg, tf: list) -> list:
+    """MindCV has no rotation/shift keys: MindCV's fused decode+random-resized-crop becomes decode, a random
+    affine (background 0), then the same random-resized crop."""
+    from mindspore.dataset import vision
+    if type(tf[0]).__name__ != "RandomCropDecodeResize":
+        raise ValueError(f"unexpected first MindCV training transform {type(tf[0]).__name__}")
+    inter = {"bilinear": vision.Inter.BILINEAR, "bicubic": vision.Inter.BICUBIC, "nearest": vision.Inter.NEAREST,
+             "area": vision.Inter.AREA}[cfg.interpolation]
+    shift = min(float(cfg.translate), 1.0)
+    return [vision.Decode(),
+            vision.RandomAffine(degrees=float(cfg.rotation), translate=(-shift, shift, -shift, shift) if shift
+                                else None, resample=vision.Inter.BILINEAR),
+            vision.RandomResizedCrop(cfg.image_resize, scale=tuple(cfg.scale), ratio=tuple(cfg.ratio),
+                                     interpolation=inter)] + list(tf[1:])
+
+
 def build_transforms(cfg, mean: list, std: list, is_training: bool, bgr: bool = False) -> list:
     """MindCV's ImageNet-style transforms with the recipe's augmentation keys. ``bgr`` swaps the channels to
     BGR right before normalisation (mean/std are then in BGR order, as the checkpoint records them)."""
@@ -348,6 +364,8 @@ def build_transforms(cfg, mean: list, std: list, is_training: bool, bgr: bool = 
                                ratio=tuple(cfg.ratio), hflip=cfg.hflip, vflip=cfg.vflip,
                                color_jitter=cfg.color_jitter, interpolation=cfg.interpolation, mean=mean,
                                std=std, re_prob=cfg.re_prob)
+        if cfg.rotation or cfg.translate:
+            tf = _with_affine(cfg, tf)
     else:
         tf = create_transforms("", image_resize=cfg.image_resize, is_training=False, crop_pct=cfg.crop_pct,
                                interpolation=cfg.interpolation, mean=mean, std=std)

@@ -12,7 +12,9 @@ Run folder (``ckpt_save_dir``), written by rank 0 unless noted::
     last.ckpt          weights + optimizer state (moments, global_step, lr table) after the last epoch;
                        string entry "mindshuffle_state" (JSON: epoch, step, best_top1, best_epoch, seed, ...),
                        int entries epoch_num / step_num
-    best.ckpt          weights of the epoch with the best val top-1 (same "mindshuffle_state")
+                       with ``ema: True`` the weights under the model's names are the averaged ones (what
+                       validation measured); the trained ones are kept as train.<name>, with ema_updates
+    best.ckpt          weights of the epoch with the best val top-1 (same "mindshuffle_state"; averaged with EMA)
     best_confusion.npy / best_confusion.csv / best_per_class.csv   evaluation of best.ckpt (evaluate.save_report)
     steps.csv          step, epoch, lr, loss of every training step (rank 0), rewritten atomically each epoch
     train_confusion.npy  confusion matrix of the training split (final weights, eval transforms), at the end
@@ -297,16 +299,18 @@ def _state(ckpt: dict) -> dict:
     return json.loads(raw)
 
 
-def _save_ckpt(path: str, params: list, state: dict, net=None) -> None:
-    """Weights (+ optimizer state) with the run state and, given ``net``, the model's metadata (name, classes,
-    pooling and shuffle variant, preprocessing, class names) that validate/infer/export read back."""
+def _save_ckpt(path: str, params, state: dict, net=None) -> None:
+    """Weights (+ optimizer state; a list of Parameters or a dict name -> tensor) with the run state and, given
+    ``net``, the model's metadata (name, classes, pooling and shuffle variant, preprocessing, class names) that
+    validate/infer/export read back."""
     from .checkpoints import save_checkpoint
     from .convert_names import META_KEY
     from .checkpoints import model_metadata
     extra = {"mindshuffle_state": json.dumps(state), "epoch_num": int(state["epoch"]), "step_num": int(state["step"])}
     if net is not None:
         extra[META_KEY] = json.dumps(model_metadata(net))
-    save_checkpoint([{"name": p.name, "data": p} for p in params], path, append_dict=extra)
+    items = params.items() if isinstance(params, dict) else ((p.name, p) for p in params)
+    save_checkpoint([{"name": k, "data": v} for k, v in items], path, append_dict=extra)
 
 
 # -- the run ---------------------------------------------------------------------------------------------------
@@ -321,6 +325,7 @@ def fit(cfg: Recipe, resume: bool = False) -> dict:
     import mindspore.dataset as ds
     from mindspore import nn, ops
     from mindcv.loss import create_loss
+    from .ema import TRAIN_PREFIX as EMA_TRAIN_PREFIX, WeightEMA
 
     rank, world = _init_context(cfg)
     run_dir = _prepare_run_dir(cfg, resume, rank)
@@ -339,6 +344,9 @@ def fit(cfg: Recipe, resume: bool = False) -> dict:
     on_cpu = cfg.device_target == "CPU"
     from .registry import model_info
     model_info(cfg.model)  # an unknown model name fails here, before any data is read
+    if cfg.ema and not 0.0 < cfg.ema_decay < 1.0:
+        raise RecipeError(f"ema_decay: {cfg.ema_decay} is not between 0 and 1; use e.g. 0.9999 (ImageNet) or "
+                          f"0.99 (a few hundred steps)")
     log.info("mindshuffle fit: model %s, %s, rank %d of %d, run folder %s", cfg.model, cfg.device_target,
              rank, world, run_dir)
     _seed_everything(cfg.seed)
@@ -410,6 +418,11 @@ def fit(cfg: Recipe, resume: bool = False) -> dict:
     fixed_scale = loss_scale if scale_type == "fixed" else 1.0
     optimizer = _make_optimizer(net, cfg, lrs, fixed_scale)
     dyn_scaler = ms.amp.DynamicLossScaler(loss_scale, 2, 1000) if scale_type == "dynamic" else None
+    ema = WeightEMA(net, cfg.ema_decay) if cfg.ema else None
+
+    def update(grads):
+        done = optimizer(grads)
+        return done if ema is None else ema(done)
 
     def forward(x, y):
         logits = net(x)
@@ -429,9 +442,9 @@ def fit(cfg: Recipe, resume: bool = False) -> dict:
             finite = ms.amp.all_finite(grads)
             dyn_scaler.adjust(finite)
             if finite:
-                loss = ops.depend(loss, optimizer(grads))
+                loss = ops.depend(loss, update(grads))
         else:
-            loss = ops.depend(loss, optimizer(grads))
+            loss = ops.depend(loss, update(grads))
         correct = (logits.argmax(-1) == y).astype(ms.float32).sum()
         return loss, correct
 
@@ -465,6 +478,15 @@ def fit(cfg: Recipe, resume: bool = False) -> dict:
         if missing:
             raise RunFolderError(f"{last!r} does not fit this recipe's model/optimizer: missing "
                                  f"{', '.join(missing[:5])}")
+        has_ema = any(k.startswith(EMA_TRAIN_PREFIX) for k in params)
+        if ema is not None:
+            try:
+                ema.load_state(params, last)
+            except ValueError as e:
+                raise RunFolderError(str(e)) from None
+        elif has_ema:
+            raise RunFolderError(f"{last!r} was written with ema: True; resume with the recipe's ema setting "
+                                 f"unchanged (--ema True)")
         start_epoch, best_top1, best_epoch = state["epoch"], state["best_top1"], state["best_epoch"]
         saved_epoch = start_epoch
         history = [r for r in read_metrics(metrics_path) if r["epoch"] <= start_epoch]
@@ -522,7 +544,7 @@ def fit(cfg: Recipe, resume: bool = False) -> dict:
                 if cfg.log_interval and (i + 1) % cfg.log_interval == 0:
                     log.info("epoch %d step %d/%d loss %.4f lr %.5g", epoch + 1, i + 1, steps, loss_v,
                              lrs[epoch * steps + i])
-        except RuntimeError as e:
+        except RuntimeError:
             if source.first_error:
                 raise D.DataError(source.first_error + "; remove or replace it, or set strict_data: False") \
                     from None
@@ -532,13 +554,21 @@ def fit(cfg: Recipe, resume: bool = False) -> dict:
                 bar.close()
         epoch_time = time.time() - t0
         if world > 1:
-            _sync_bn_stats(net, world)
+            _sync_bn_stats(net.get_parameters(), world)
+            if ema is not None:
+                _sync_bn_stats(ema.averages, world)
         row = {"epoch": epoch + 1, "lr": float(lrs[(epoch + 1) * steps - 1]), "train_loss": loss_sum / max(seen, 1),
                "train_top1": correct_sum / max(seen, 1) * 100.0, "val_top1": None, "val_top5": None,
                "epoch_time": epoch_time, "img_s": seen * world / max(epoch_time, 1e-9)}
         last_epoch = epoch + 1 == cfg.epoch_size
         if val_files is not None and ((epoch + 1) % cfg.val_interval == 0 or last_epoch):
-            acc = _validate(cfg, eval_step, net, val_files, val_tf, num_classes, rank, world)
+            if ema is not None:  # validate the averaged weights
+                ema.swap()
+            try:
+                acc = _validate(cfg, eval_step, net, val_files, val_tf, num_classes, rank, world)
+            finally:
+                if ema is not None:
+                    ema.swap()
             val_res = summarize(acc)
             row["val_top1"], row["val_top5"] = val_res["top1"], val_res["top5"]
         history.append(row)
@@ -552,14 +582,15 @@ def fit(cfg: Recipe, resume: bool = False) -> dict:
             try:
                 _write_metrics(metrics_path, history)
                 _write_steps(steps_path, step_rows)
-                own = {p.name for p in net.get_parameters()}
-                _save_ckpt(os.path.join(run_dir, "last.ckpt"),
-                           list(net.get_parameters()) + [p for p in optimizer.get_parameters()
-                                                         if p.name not in own], state, net)
+                weights = ({p.name: p for p in net.get_parameters()} if ema is None
+                           else {p.name: a for p, a in zip(ema.weights, ema.averages)})
+                everything = dict(ema.state() if ema is not None else weights)
+                everything.update({p.name: p for p in optimizer.get_parameters() if p.name not in weights})
+                _save_ckpt(os.path.join(run_dir, "last.ckpt"), everything, state, net)
                 saved_epoch = epoch + 1
                 if improved:
                     best_path = os.path.join(run_dir, "best.ckpt")
-                    _save_ckpt(best_path, list(net.get_parameters()), state, net)
+                    _save_ckpt(best_path, weights, state, net)
                     save_report(acc, best_path, train_files.names)
             except OSError as e:  # a full disk, a lost mount, no permission: the renames never happened
                 kept = f"last.ckpt (epoch {saved_epoch}) is intact" if saved_epoch else "no epoch was saved yet"
@@ -580,6 +611,8 @@ def fit(cfg: Recipe, resume: bool = False) -> dict:
                  cfg.epoch_size, run_dir)
         return {"stopped_after_epoch": end_epoch}
 
+    if ema is not None:  # from here on the model is the averaged one (as in last.ckpt)
+        ema.swap()
     # the training split's confusion matrix (final weights, eval transforms), for the report's plots
     train_acc = _validate(cfg, eval_step, net, train_files, val_tf, num_classes, rank, world)
     if rank == 0:
@@ -660,11 +693,11 @@ def _validate(cfg, eval_step, net, files, transforms, num_classes, rank, world) 
     return acc
 
 
-def _sync_bn_stats(net, world: int) -> None:
+def _sync_bn_stats(params, world: int) -> None:
     """Average BatchNorm running statistics over ranks, so every rank (and the checkpoint) holds the same."""
-    import mindspore as ms
     from mindspore import ops
-    reduce = ops.AllReduce()
-    for p in net.get_parameters():
-        if "moving_mean" in p.name or "moving_variance" in p.name:
-            p.set_data(ms.Tensor(reduce(p.value()).asnumpy() / world, p.dtype))
+    from .paramwrite import ParameterWriter
+    stats = [p for p in params if "moving_mean" in p.name or "moving_variance" in p.name]
+    if stats:
+        reduce = ops.AllReduce()
+        ParameterWriter(stats).write([reduce(p.value()).asnumpy() / world for p in stats])

@@ -72,6 +72,10 @@ KEYS: tuple[Key, ...] = (
     Key("interpolation", "str", "bilinear", "resize interpolation", ("bilinear", "bicubic", "nearest", "area")),
     Key("crop_pct", "float", 0.875, "validation: resize to image_resize / crop_pct, then centre-crop", minimum=0.01),
     Key("re_prob", "float", 0.0, "random-erasing probability", minimum=0),
+    Key("rotation", "float", 0.0, "random rotation of up to +-N degrees before the crop (0 = off; small "
+        "shapes such as digits)", minimum=0),
+    Key("translate", "float", 0.0, "random shift of up to +-N x the image size before the crop (0 = off)",
+        minimum=0),
     Key("mean", "stats", "imagenet", "per-channel mean (0-255): a list of 3, 'imagenet', or 'auto' "
         "(computed from the training images, cached beside the data)"),
     Key("std", "stats", "imagenet", "per-channel std (0-255): a list of 3, 'imagenet' or 'auto'"),
@@ -110,10 +114,14 @@ KEYS: tuple[Key, ...] = (
     Key("weight_decay_filter", "str", "conv_fc_weights", "which parameters decay: conv_fc_weights (the "
         "paper's: conv and fc weights; not BN, not biases) or all", ("conv_fc_weights", "all")),
     Key("use_nesterov", "bool", False, "Nesterov momentum"),
+    Key("ema", "bool", False, "validate and save an exponential moving average of the weights (BN statistics "
+        "included) instead of the last weights"),
+    Key("ema_decay", "float", 0.9999, "EMA decay per step (ramped up as min(ema_decay, (1+n)/(10+n)) over the "
+        "first updates); the average spans about 1/(1-ema_decay) steps", minimum=0),
 )
 _BY_NAME = {k.name: k for k in KEYS}
 # MindCV keys that only make sense inside MindCV's own train.py; accepted and ignored so MindCV recipes load.
-IGNORED_MINDCV_KEYS = ("dataset_download", "val_split_size", "ema", "ema_decay", "clip_grad", "clip_value",
+IGNORED_MINDCV_KEYS = ("dataset_download", "val_split_size", "clip_grad", "clip_value",
                        "drop_overflow_update", "gradient_accumulation_steps", "ckpt_save_policy",
                        "ckpt_save_interval", "filter_bias_and_bn", "aux_factor", "num_aug_repeats",
                        "config")
@@ -153,7 +161,7 @@ def _to_bool(key: Key, v: Any) -> bool:
 
 def _to_num(key: Key, v: Any, kind: type) -> Any:
     if isinstance(v, bool):
-        raise _bad(key, v, f"expected a number, got a bool")
+        raise _bad(key, v, "expected a number, got a bool")
     try:
         if kind is int:
             f = float(v)

@@ -154,3 +154,32 @@ def test_loader_batches_with_mindcv_transforms(tmp_path):
     vl, _ = D.build_loader(cfg, tr, np.arange(6), vtf, is_training=False)
     labels = np.concatenate([b[1] for b in vl.create_tuple_iterator(num_epochs=1, output_numpy=True)])
     assert labels.tolist() == [0, 0, 0, 1, 1, 1]                    # no drop, order kept for evaluation
+
+
+def test_rotation_and_translate_move_the_image(tmp_path):
+    """A bright dot at the centre: with rotation/translate off it stays put; with a shift it moves, and the
+    background brought in is 0 (black)."""
+    a = np.zeros((32, 32, 3), np.uint8)
+    a[14:18, 14:18] = 255
+    os.makedirs(tmp_path / "train" / "a")
+    for i in range(8):
+        Image.fromarray(a).save(str(tmp_path / "train" / "a" / f"{i}.png"))
+    tr = D.scan("folder", str(tmp_path), "train")
+
+    def batch(*extra):
+        cfg = load(None, ["--data_dir", str(tmp_path), "--image_resize", "32", "--batch_size", "8",
+                          "--num_parallel_workers", "1", "--scale", "[1.0, 1.0]", "--ratio", "[1.0, 1.0]",
+                          "--hflip", "0", *extra])
+        tf = D.build_transforms(cfg, [0, 0, 0], [1, 1, 1], is_training=True)
+        loader, _ = D.build_loader(cfg, tr, np.arange(8), tf, is_training=True)
+        return [type(t).__name__ for t in tf], next(loader.create_tuple_iterator(num_epochs=1, output_numpy=True))[0]
+
+    names, plain = batch()
+    assert "RandomAffine" not in names
+    centres = [np.argwhere(img[0] > 128).mean(0) for img in plain]
+    assert all(np.abs(c - 15.5).max() < 1.0 for c in centres)
+    names, moved = batch("--translate", "0.25", "--rotation", "30")
+    assert names[:3] == ["Decode", "RandomAffine", "RandomResizedCrop"]
+    centres = np.array([np.argwhere(img[0] > 64).mean(0) for img in moved])
+    assert np.abs(centres - 15.5).max() > 2.0                    # shifted by up to 8 px
+    assert moved[:, :, 0, 0].max() == 0 and moved.max() > 128   # corners stay background; the dot is there

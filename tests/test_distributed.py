@@ -34,7 +34,7 @@ def test_msrun_two_ranks_disjoint_data_identical_weights(tmp_path):
            "--model", "shufflenet_v2_x0_5", "--image_resize", "16", "--batch_size", "5", "--epoch_size", "2",
            "--num_parallel_workers", "1", "--lr", "0.05", "--warmup_epochs", "0", "--crop_pct", "1.0",
            "--hflip", "0", "--seed", "5", "--log_sample_ids", "True", "--val_interval", "2",
-           "--global_batch_size", "5"]
+           "--global_batch_size", "5", "--ema", "True", "--ema_decay", "0.9"]
     p = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=400)
     logs = ""
     for name in sorted(os.listdir(tmp_path / "msrun_logs")):
@@ -51,13 +51,16 @@ def test_msrun_two_ranks_disjoint_data_identical_weights(tmp_path):
     second = [np.loadtxt(os.path.join(run, "samples", f"rank{r}_epoch2.txt"), dtype=int) for r in (0, 1)]
     assert not np.array_equal(first[0], second[0])                       # reshuffled between epochs
 
-    # averaged gradients (and averaged BN statistics) leave both ranks with the same weights
+    # averaged gradients (and averaged BN statistics) leave both ranks with the same weights; with EMA on,
+    # rank 0's last.ckpt holds the trained weights as train.<name> (rank 1 saves its trained weights)
     r0 = ms.load_checkpoint(os.path.join(run, "last.ckpt"))
     r1 = ms.load_checkpoint(os.path.join(run, "ranks", "rank1_last.ckpt"))
-    names = [k for k, v in r1.items() if isinstance(v, ms.Parameter)]
+    names = [k for k, v in r1.items() if isinstance(v, ms.Parameter) and k not in ("epoch_num", "step_num")]
     assert len(names) > 100 and any("moving_mean" in k for k in names)
+    assert sorted(names) == sorted(k[len("train."):] for k in r0 if k.startswith("train."))
     for k in names:
-        np.testing.assert_allclose(r1[k].asnumpy(), r0[k].asnumpy(), rtol=1e-5, atol=1e-6, err_msg=k)
+        np.testing.assert_allclose(r1[k].asnumpy(), r0["train." + k].asnumpy(), rtol=1e-5, atol=1e-6, err_msg=k)
+    assert float(r0["ema_updates"].asnumpy()) == 4.0                    # 2 epochs x 2 steps of 5 per rank
     moved = ms.load_checkpoint(os.path.join(run, "last.ckpt"))["conv1.conv.weight"].asnumpy()
     assert np.abs(moved).sum() > 0
 

@@ -281,3 +281,43 @@ def test_validate_uses_the_checkpoint_preprocessing(full_run, tmp_path, monkeypa
     res = run_validation(cfg)
     assert seen == {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "bgr": True}
     assert 0 <= res["top1"] <= 100
+
+
+@pytest.fixture(scope="module")
+def ema_runs(data_dir, tmp_path_factory):
+    """The same 2-epoch recipe with weight EMA: uninterrupted, and stopped after epoch 1 then resumed."""
+    root = tmp_path_factory.mktemp("ema_runs")
+    train = _tool("train")
+    ema = ("--ema", "True", "--ema_decay", "0.8", "--val_interval", "1")
+    full, resumed = str(root / "full"), str(root / "resumed")
+    assert train.main(base_args(data_dir, full, *ema)) == 0
+    assert train.main(base_args(data_dir, resumed, *ema, "--stop_after_epoch", "1")) == 0
+    assert train.main(["--resume", resumed]) == 0
+    return full, resumed
+
+
+def test_ema_run_saves_and_validates_the_averaged_weights(ema_runs, capsys):
+    full, _ = ema_runs
+    ck = ms.load_checkpoint(os.path.join(full, "last.ckpt"))
+    assert float(ck["ema_updates"].asnumpy()) == 10.0                        # one update per step
+    names = [k for k, v in ck.items() if isinstance(v, ms.Parameter) and k.startswith("train.")]
+    assert len(names) > 100 and "train.conv1.conv.weight" in names
+    averaged, trained = ck["conv1.conv.weight"].asnumpy(), ck["train.conv1.conv.weight"].asnumpy()
+    assert np.abs(averaged - trained).max() > 1e-6                             # two different weight sets
+    best = ms.load_checkpoint(os.path.join(full, "best.ckpt"))
+    assert not any(k.startswith(("train.", "ema_updates")) for k in best)
+    # validate.py reads last.ckpt like any other checkpoint and measures what training reported: the average
+    summary = json.load(open(os.path.join(full, "summary.json")))
+    rc = _tool("validate").main(["--config", os.path.join(full, "recipe.yaml"), "--ckpt_path",
+                                 os.path.join(full, "last.ckpt")])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert f"top-1 {summary['top-1']:.2f}%" in out
+
+
+def test_ema_run_resumes_exactly(ema_runs):
+    full, resumed = ema_runs
+    a, b = _weights(os.path.join(full, "last.ckpt")), _weights(os.path.join(resumed, "last.ckpt"))
+    assert a.keys() == b.keys() and "ema_updates" in a
+    for k in a:   # averaged and trained weights, BN statistics, moments, the EMA update count
+        np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-6, err_msg=k)
