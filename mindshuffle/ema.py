@@ -27,7 +27,7 @@ _update = ops.MultitypeFuncGraph("ema_update")
 
 @_update.register("Tensor", "Tensor", "Tensor")
 def _update_tensor(decay, avg, weight):
-    return ops.assign(avg, avg * decay + weight * (1.0 - decay))
+    return ops.assign(avg, avg * decay + ops.cast(weight, ms.float32) * (1.0 - decay))
 
 
 class WeightEMA(nn.Cell):
@@ -40,9 +40,9 @@ class WeightEMA(nn.Cell):
             raise ValueError(f"ema_decay must be between 0 and 1 (exclusive), got {decay}")
         self.decay = float(decay)
         self.weights = ParameterTuple(list(net.get_parameters()))
-        self.averages = self.weights.clone(prefix="ema", init="same")
-        for a in self.averages:
-            a.requires_grad = False
+        # float32 even when AMP keeps float16 weights: a 1e-4 step would vanish in float16's 11-bit mantissa
+        self.averages = ParameterTuple([Parameter(Tensor(w.asnumpy().astype(np.float32)), name="ema." + w.name,
+                                                  requires_grad=False) for w in self.weights])
         self.updates = Parameter(Tensor(0.0, ms.float32), name="ema.updates", requires_grad=False)
         self.hyper_map = ops.HyperMap()
         self.writer = None

@@ -16,7 +16,7 @@ Run folder (``ckpt_save_dir``), written by rank 0 unless noted::
                        validation measured); the trained ones are kept as train.<name>, with ema_updates
     best.ckpt          weights of the epoch with the best val top-1 (same "mindshuffle_state"; averaged with EMA)
     best_confusion.npy / best_confusion.csv / best_per_class.csv   evaluation of best.ckpt (evaluate.save_report)
-    steps.csv          step, epoch, lr, loss of every training step (rank 0), rewritten atomically each epoch
+    steps.csv          step, epoch, lr, loss of every training step (rank 0), appended each epoch
     train_confusion.npy  confusion matrix of the training split (final weights, eval transforms), at the end
     report.md, report/   plots (PNG + SVG) and the one-page report, at the end (when matplotlib is installed)
     summary.json       the MindCV-style summary (written last: its presence marks a finished run)
@@ -128,20 +128,39 @@ def _write_metrics(path: str, rows: list) -> None:
 STEPS_COLUMNS = ("step", "epoch", "lr", "loss")
 
 
-def _write_steps(path: str, rows: list) -> None:
-    """steps.csv: the loss and learning rate of every training step (rank 0's loss), for the plots."""
+def _steps_csv(rows: list, header: bool) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(STEPS_COLUMNS)
+    if header:
+        w.writerow(STEPS_COLUMNS)
     w.writerows([r[0], r[1], f"{r[2]:.6g}", f"{r[3]:.6g}"] for r in rows)
-    _atomic_text(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def _write_steps(path: str, rows: list) -> None:
+    """steps.csv: the loss and learning rate of every training step (rank 0's loss), for the plots. Written
+    whole (atomically) at the start of a run or resume, then ``_append_steps`` adds each epoch's rows."""
+    _atomic_text(path, _steps_csv(rows, header=True))
+
+
+def _append_steps(path: str, rows: list) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(_steps_csv(rows, header=False))
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _read_steps(path: str, last_step: int) -> list:
+    """Rows up to ``last_step``; a line cut short by a killed process is ignored."""
     if not os.path.isfile(path):
         return []
+    rows = []
     with open(path, newline="", encoding="utf-8") as f:
-        rows = [(int(r["step"]), int(r["epoch"]), float(r["lr"]), float(r["loss"])) for r in csv.DictReader(f)]
+        for r in csv.DictReader(f):
+            try:
+                rows.append((int(r["step"]), int(r["epoch"]), float(r["lr"]), float(r["loss"])))
+            except (TypeError, ValueError):
+                continue
     return [r for r in rows if r[0] <= last_step]
 
 
@@ -465,7 +484,6 @@ def fit(cfg: Recipe, resume: bool = False) -> dict:
     saved_epoch = 0
     metrics_path = os.path.join(run_dir, "metrics.csv")
     steps_path = os.path.join(run_dir, "steps.csv")
-    step_rows: list = []
     if resume:
         from .checkpoints import read_checkpoint
         last = os.path.join(run_dir, "last.ckpt")
@@ -490,7 +508,8 @@ def fit(cfg: Recipe, resume: bool = False) -> dict:
         start_epoch, best_top1, best_epoch = state["epoch"], state["best_top1"], state["best_epoch"]
         saved_epoch = start_epoch
         history = [r for r in read_metrics(metrics_path) if r["epoch"] <= start_epoch]
-        step_rows = _read_steps(steps_path, start_epoch * steps)
+        if rank == 0:  # drop the steps of an epoch that never reached its checkpoint
+            _write_steps(steps_path, _read_steps(steps_path, start_epoch * steps))
         gs = int(optimizer.global_step.asnumpy().reshape(-1)[0])
         log.info("resumed from %s: epoch %d done, global step %d (lr %.6g next), best val top-1 %.2f",
                  last, start_epoch, gs, lrs[min(gs, len(lrs) - 1)], best_top1)
@@ -506,7 +525,10 @@ def fit(cfg: Recipe, resume: bool = False) -> dict:
     end_epoch = cfg.epoch_size
     if cfg.stop_after_epoch:
         end_epoch = min(end_epoch, cfg.stop_after_epoch)
+    if rank == 0 and not resume:
+        _write_steps(steps_path, [])
     for epoch in range(start_epoch, end_epoch):
+        step_rows = []  # this epoch's, appended to steps.csv when the epoch is saved
         ds.config.set_seed(cfg.seed * 1000 + epoch)  # augmentation of this epoch, same after a resume
         idx = D.epoch_indices(len(train_files), epoch, cfg.seed, rank, world, shuffle=cfg.shuffle)
         if cfg.drop_remainder:
@@ -581,7 +603,7 @@ def fit(cfg: Recipe, resume: bool = False) -> dict:
         if rank == 0:
             try:
                 _write_metrics(metrics_path, history)
-                _write_steps(steps_path, step_rows)
+                _append_steps(steps_path, step_rows)
                 weights = ({p.name: p for p in net.get_parameters()} if ema is None
                            else {p.name: a for p, a in zip(ema.weights, ema.averages)})
                 everything = dict(ema.state() if ema is not None else weights)
