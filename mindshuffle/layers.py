@@ -9,7 +9,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
-from .native import depthwise3x3
+from .native import batchnorm_train, depthwise3x3
 
 __all__ = ["ConvBNAct", "ChannelSplit", "channel_shuffle", "SqueezeExcite", "ZeroPadMaxPool", "fuse_conv_bn",
            "fuse_model"]
@@ -50,18 +50,38 @@ class ConvBNAct(nn.Cell):
             self.dw_op = depthwise3x3(stride)
             self.dw_bias_op = depthwise3x3(stride, bias=True)
         self.native = self.dw_op is not None and self.dw_bias_op is not None
+        # training-mode BatchNorm (+ the ReLU after it): the native CPU kernel, same parameters and statistics
+        self.bn_relu = isinstance(self.act, nn.ReLU)
+        self.bn_op = batchnorm_train(self.bn_relu) if (self.bn_relu or not self.use_act) else None
+        self.native_bn = self.bn_op is not None
+        # nn.BatchNorm2d keeps 1 - momentum
+        self.bn_hyper = Tensor(np.array([bn_eps, 1.0 - self.bn.momentum], np.float32))
 
     def construct(self, x: Tensor) -> Tensor:
         if self.native and x.dtype == ms.float32:
             if self.fused:
                 x = self.dw_bias_op(x, self.conv.weight, self.conv.bias)
             else:
-                x = self.bn(self.dw_op(x, self.conv.weight))
+                x = self.dw_op(x, self.conv.weight)
         else:
-            x = self.bn(self.conv(x))
+            x = self.conv(x)
+        if self.training and self.native_bn and not self.fused and x.dtype == ms.float32:
+            x = self.train_bn(self.bn_op, x)
+            if self.use_act and not self.bn_relu:
+                x = self.act(x)
+            return x
+        x = self.bn(x)
         if self.use_act:
             x = self.act(x)
         return x
+
+    def train_bn(self, op, x: Tensor) -> Tensor:
+        """A native training-mode BatchNorm ``op`` (``mindshuffle.native``) on ``x`` with this layer's BN
+        parameters; stores the updated moving statistics like nn.BatchNorm2d and returns the op's output."""
+        bn = self.bn
+        out = op(x, bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance, self.bn_hyper)
+        y = ops.depend(out[0], ops.assign(bn.moving_mean, out[3]))
+        return ops.depend(y, ops.assign(bn.moving_variance, out[4]))
 
     def fuse(self) -> "ConvBNAct":
         """Fold BN (moving statistics) into a biased conv. Irreversible; for inference and export only."""

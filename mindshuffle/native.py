@@ -1,11 +1,17 @@
 """Native CPU kernels for the layers where MindSpore's own CPU kernels are slowest.
 
 MindSpore 2.7.1 runs a 3x3 depthwise convolution on CPU about as slowly as a dense one with C times the
-work (forward and both gradients); it is ~30% of a ShuffleNet V2 training step. ``depthwise3x3`` returns an
-``ops.Custom`` (AOT) operator with its gradient, built from ``csrc/dwconv3x3.cc`` with the system C++ compiler
-the first time it is needed and cached (``$MINDSHUFFLE_CACHE`` or ``~/.cache/mindshuffle``). When there is no
-compiler, the target is not CPU, or ``MINDSHUFFLE_NATIVE=0``, it returns ``None`` and callers keep
-``nn.Conv2d``; both compute the same (tests/test_speed_paths.py).
+work (forward and both gradients); it is ~30% of a ShuffleNet V2 training step. Its training-mode BatchNorm
+(forward and backward) and the stem's ReLU + padded max pool are another ~45%, several times slower than the
+memory traffic they need. The functions here return ``ops.Custom`` (AOT) operators with their gradients, built
+from ``csrc/*.cc`` (one library) with the system C++ compiler the first time one is needed and cached
+(``$MINDSHUFFLE_CACHE`` or ``~/.cache/mindshuffle``):
+- ``depthwise3x3``: 3x3 depthwise convolution (``csrc/dwconv3x3.cc``);
+- ``batchnorm_train``: training-mode BatchNorm with batch statistics, optionally fused with the ReLU after it,
+  which also returns the updated moving statistics (``csrc/batchnorm.cc``);
+- ``bn_relu_maxpool``: the ShuffleNet stem's BatchNorm + ReLU + 3x3 stride-2 max pool (padding 1), same file.
+When there is no compiler, the target is not CPU, or ``MINDSHUFFLE_NATIVE=0``, they return ``None`` and callers
+keep MindSpore's layers; both compute the same (tests/test_speed_paths.py).
 """
 from __future__ import annotations
 
@@ -19,9 +25,10 @@ import warnings
 import mindspore as ms
 from mindspore import ops
 
-__all__ = ["depthwise3x3", "native_enabled"]
+__all__ = ["depthwise3x3", "batchnorm_train", "bn_relu_maxpool", "native_enabled"]
 
-_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "dwconv3x3.cc")
+_CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
+_SRCS = [os.path.join(_CSRC, name) for name in ("dwconv3x3.cc", "batchnorm.cc")]
 _FLAGS = os.environ.get("MINDSHUFFLE_CXXFLAGS", "-O3 -march=native -fopenmp-simd -shared -fPIC").split()
 _LIB: list = []  # [path or None] once tried
 _OPS: dict = {}
@@ -52,26 +59,29 @@ def _library() -> str | None:
     path = None
     try:
         cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
-        if cxx and os.path.exists(_SRC):
-            with open(_SRC, "rb") as f:
-                # -march=native: a library built on one CPU may not run on another (a home folder shared
-                # across cluster nodes), so the CPU's model and feature flags are part of the cache key
-                tag = hashlib.sha1(f.read() + " ".join([cxx] + _FLAGS).encode() + _cpu_signature()).hexdigest()[:12]
+        if cxx and all(os.path.exists(src) for src in _SRCS):
+            sources = b""
+            for src in _SRCS:
+                with open(src, "rb") as f:
+                    sources += f.read()
+            # -march=native: a library built on one CPU may not run on another (a home folder shared
+            # across cluster nodes), so the CPU's model and feature flags are part of the cache key
+            tag = hashlib.sha1(sources + " ".join([cxx] + _FLAGS).encode() + _cpu_signature()).hexdigest()[:12]
             cache = os.environ.get("MINDSHUFFLE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
                                                                          "mindshuffle")
             os.makedirs(cache, exist_ok=True)
-            target = os.path.join(cache, f"dwconv3x3-{tag}.so")
+            target = os.path.join(cache, f"kernels-{tag}.so")
             if not os.path.exists(target):
                 fd, tmp = tempfile.mkstemp(dir=cache, suffix=".so")
                 os.close(fd)
-                proc = subprocess.run([cxx, *_FLAGS, "-o", tmp, _SRC], capture_output=True, text=True)
+                proc = subprocess.run([cxx, *_FLAGS, "-o", tmp, *_SRCS], capture_output=True, text=True)
                 if proc.returncode:
                     os.unlink(tmp)
                     raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr else "compiler failed")
                 os.replace(tmp, target)
             path = target
     except (OSError, RuntimeError) as exc:
-        warnings.warn(f"mindshuffle: native depthwise kernel unavailable ({exc}); using nn.Conv2d")
+        warnings.warn(f"mindshuffle: native kernels unavailable ({exc}); using MindSpore's layers")
         path = None
     _LIB.append(path)
     return path
@@ -108,4 +118,62 @@ def depthwise3x3(stride: int, bias: bool = False):
     op = ops.Custom(f"{lib}:dw3x3_{s}_fwd", out_shape=out_shape, out_dtype=lambda x, w: x, func_type="aot",
                     bprop=bprop)
     _OPS[(stride, bias)] = op
+    return op
+
+
+def _zeros_like(*tensors):
+    return tuple(ops.zeros_like(t) for t in tensors)
+
+
+def batchnorm_train(relu: bool):
+    """``op(x, gamma, beta, moving_mean, moving_variance, hyper)`` -> ``(y, mean, rstd, new_moving_mean,
+    new_moving_variance)``: training-mode BatchNorm of NCHW float32 ``x`` with the batch statistics, followed by
+    a ReLU when ``relu``; ``hyper`` = ``[eps, momentum]`` (float32) with nn.BatchNorm2d's meaning (moving =
+    momentum * moving + (1 - momentum) * batch statistic, unbiased variance). The gradient flows to x, gamma
+    and beta only; the caller assigns the new moving statistics. None if unavailable."""
+    key = ("bn", relu)
+    if key in _OPS or not native_enabled():
+        return _OPS.get(key)
+    lib = _library()
+    if lib is None:
+        return None
+    name = "bn_relu_train" if relu else "bn_train"
+    grad = ops.Custom(f"{lib}:{name}_bwd", out_shape=lambda dy, x, g, b, m, r: (x, g, g),
+                      out_dtype=lambda dy, x, g, b, m, r: (x, g, g), func_type="aot")
+
+    def bprop(x, gamma, beta, mm, mv, hyper, out, dout):
+        dx, dgamma, dbeta = grad(dout[0], x, gamma, beta, out[1], out[2])
+        return (dx, dgamma, dbeta) + _zeros_like(mm, mv, hyper)
+
+    op = ops.Custom(f"{lib}:{name}_fwd", out_shape=lambda x, g, b, mm, mv, h: (x, g, g, g, g),
+                    out_dtype=lambda x, g, b, mm, mv, h: (x, g, g, g, g), func_type="aot", bprop=bprop)
+    _OPS[key] = op
+    return op
+
+
+def bn_relu_maxpool():
+    """``op(z, gamma, beta, moving_mean, moving_variance, hyper)`` -> ``(pooled, mean, rstd, new_moving_mean,
+    new_moving_variance, index)``: ``batchnorm_train(relu=True)`` followed by a 3x3 stride-2 max pool with
+    padding 1 (MindSpore's ``nn.MaxPool2d(3, 2, pad_mode="pad", padding=1)``), in one pass over the pooled map;
+    ``index`` (int32) is where each maximum came from, for the gradient. None if unavailable."""
+    key = ("bn_relu_maxpool",)
+    if key in _OPS or not native_enabled():
+        return _OPS.get(key)
+    lib = _library()
+    if lib is None:
+        return None
+    grad = ops.Custom(f"{lib}:bn_relu_maxpool_bwd", out_shape=lambda dp, z, i, g, b, m, r: (z, g, g),
+                      out_dtype=lambda dp, z, i, g, b, m, r: (z, g, g), func_type="aot")
+
+    def bprop(z, gamma, beta, mm, mv, hyper, out, dout):
+        dz, dgamma, dbeta = grad(dout[0], z, out[5], gamma, beta, out[1], out[2])
+        return (dz, dgamma, dbeta) + _zeros_like(mm, mv, hyper)
+
+    def out_shape(z, g, b, mm, mv, h):
+        pooled = (z[0], z[1], (z[2] - 1) // 2 + 1, (z[3] - 1) // 2 + 1)
+        return pooled, g, g, g, g, pooled
+
+    op = ops.Custom(f"{lib}:bn_relu_maxpool_fwd", out_shape=out_shape,
+                    out_dtype=lambda z, g, b, mm, mv, h: (z, g, g, g, g, ms.int32), func_type="aot", bprop=bprop)
+    _OPS[key] = op
     return op

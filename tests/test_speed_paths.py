@@ -7,7 +7,7 @@ from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
 from mindshuffle.layers import ConvBNAct, ZeroPadMaxPool, fuse_model
 from mindshuffle.models.shufflenet_v2 import ShuffleNetV2
-from mindshuffle.native import depthwise3x3
+from mindshuffle.native import batchnorm_train, bn_relu_maxpool, depthwise3x3
 
 RNG = np.random.default_rng(7)
 
@@ -117,12 +117,91 @@ def test_zero_pad_max_pool_equals_padded_pool(size):
     np.testing.assert_allclose(outs[0][1], outs[1][1], atol=1e-6)
 
 
+class _Stem(nn.Cell):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def construct(self, x):
+        return self.net.stem(x)
+
+
+def _train_twins(make, native_off, x, r):
+    """Two copies of ``make()`` with the same random parameters and BN statistics, one with ``native_off``
+    applied; one training-mode forward + gradient each. Returns [(output, input grad, param grads, moving
+    statistics, eval-mode output after the step)] for (native, plain)."""
+    nets = [make(), make()]
+    native_off(nets[1])
+    for p in nets[0].get_parameters():
+        lo, hi = (0.5, 1.5) if ("gamma" in p.name or "variance" in p.name) else (-0.5, 0.5)
+        p.set_data(Tensor(RNG.uniform(lo, hi, p.shape).astype(np.float32)))
+    ms.load_param_into_net(nets[1], {p.name: Parameter(Tensor(p.asnumpy()), name=p.name)
+                                     for p in nets[0].get_parameters()})
+    out = []
+    for net in nets:
+        net.set_train(True)
+        y, (gx, gp) = _Grads(net, r)(x)
+        moving = [p.asnumpy() for p in net.get_parameters() if "moving" in p.name]
+        net.set_train(False)
+        out.append((y.asnumpy(), gx[0].asnumpy(), [g.asnumpy() for g in gp], moving, net(x).asnumpy()))
+    return out
+
+
+def _assert_twins_close(fast, plain, tol=1e-4):
+    for what, a, b in zip(("output", "input gradient"), fast, plain):
+        _close(a, b, tol, what)
+    for k, (a, b) in enumerate(zip(fast[2], plain[2])):
+        _close(a, b, tol, f"parameter gradient {k}")
+    assert len(fast[3]) == len(plain[3]) > 0
+    for a, b in zip(fast[3], plain[3]):
+        _close(a, b, 1e-5, "moving statistics", floor=1.0)
+    _close(fast[4], plain[4], 1e-5, "eval output after the step")
+
+
+@pytest.mark.parametrize("act,kernel,groups", [("relu", 1, 1), (None, 3, 6), ("relu", 3, 1), ("hswish", 1, 1)])
+def test_native_batchnorm_matches_nn_batchnorm(act, kernel, groups):
+    """ConvBNAct's native training BatchNorm (+ fused ReLU) against nn.BatchNorm2d (+ nn.ReLU): output,
+    gradients w.r.t. input, conv weight, gamma and beta, the moving statistics, and eval mode afterwards."""
+    if batchnorm_train(True) is None:
+        pytest.skip("native kernels unavailable (no C++ compiler?)")
+
+    def make():
+        return ConvBNAct(6, 6, kernel, groups=groups, act=act)
+
+    def native_off(cell):
+        cell.native_bn = False
+
+    assert make().native_bn == (act != "hswish")
+    x = Tensor(RNG.normal(1.0, 2.0, (3, 6, 9, 10)).astype(np.float32))
+    r = Tensor(RNG.standard_normal((3, 6, 9, 10)).astype(np.float32))
+    _assert_twins_close(*_train_twins(make, native_off, x, r))
+
+
+@pytest.mark.parametrize("size", [(16, 16), (18, 18), (17, 22)])  # conv1 output even, odd, mixed
+def test_native_stem_matches_plain_stem(size):
+    """conv1 + the native BN + ReLU + max pool kernel against conv1 + nn.BatchNorm2d + ReLU + padded pool."""
+    if bn_relu_maxpool() is None:
+        pytest.skip("native kernels unavailable (no C++ compiler?)")
+
+    def make():
+        return _Stem(_small())
+
+    def native_off(cell):
+        _plain(cell.net)
+
+    assert make().net.stem_op is not None
+    h, w = size
+    x = Tensor(RNG.standard_normal((2, 3, h, w)).astype(np.float32))
+    r = Tensor(RNG.standard_normal(make()(x).shape).astype(np.float32))  # an upstream gradient of the output's shape
+    _assert_twins_close(*_train_twins(make, native_off, x, r))
+
+
 def _plain(net):
-    """Switch ``net`` to the plain layers: nn.Conv2d depthwise, MindSpore's padded max pool."""
+    """Switch ``net`` to the plain layers: nn.Conv2d depthwise, nn.BatchNorm2d, MindSpore's padded max pool."""
     for _, cell in net.cells_and_names():
         if isinstance(cell, ConvBNAct):
-            cell.native = False
-    net.pad_pool = None
+            cell.native = cell.native_bn = False
+    net.pad_pool = net.stem_op = None
     return net
 
 

@@ -12,10 +12,12 @@ The channel shuffle is fused into the split at each unit's input (see ``layers.C
 from __future__ import annotations
 
 import numpy as np
+import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from .base import ClassifierNet, init_like_authors
 from ..layers import ChannelSplit, ConvBNAct, SqueezeExcite, ZeroPadMaxPool
+from ..native import bn_relu_maxpool
 from ..registry import register_model
 
 __all__ = ["ShuffleUnitV2", "ShuffleNetV2", "STAGE_WIDTHS"]
@@ -120,6 +122,8 @@ class ShuffleNetV2(ClassifierNet):
             self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="pad", padding=1)
         # the same pool as zero padding + unpadded pool (conv1 ends in a ReLU), ~3x faster on CPU
         self.pad_pool = None if maxpool_same else ZeroPadMaxPool(3, 2, 1)
+        # training: conv1's BatchNorm + ReLU + the padded pool as one native CPU kernel (mindshuffle.native)
+        self.stem_op = None if maxpool_same or not self.conv1.bn_relu else bn_relu_maxpool()
         self.stem_folded = False
         c_in = widths[0]
         stages = []
@@ -147,6 +151,8 @@ class ShuffleNetV2(ClassifierNet):
     def stem(self, x: Tensor) -> Tensor:
         if self.stem_folded:
             return self._folded_stem(x)
+        if self.training and self.stem_op is not None and not self.conv1.fused and x.dtype == ms.float32:
+            return self.conv1.train_bn(self.stem_op, self.conv1.conv(x))
         if self.pad_pool is not None:
             return self.pad_pool(self.conv1(x))
         return self.maxpool(self.conv1(x))
