@@ -9,7 +9,8 @@ from ``csrc/*.cc`` (one library) with the system C++ compiler the first time one
 - ``depthwise3x3``: 3x3 depthwise convolution (``csrc/dwconv3x3.cc``);
 - ``batchnorm_train``: training-mode BatchNorm with batch statistics, optionally fused with the ReLU after it,
   which also returns the updated moving statistics (``csrc/batchnorm.cc``);
-- ``bn_relu_maxpool``: the ShuffleNet stem's BatchNorm + ReLU + 3x3 stride-2 max pool (padding 1), same file.
+- ``bn_relu_maxpool``: the ShuffleNet stem's BatchNorm + ReLU + 3x3 stride-2 max pool (padding 1), same file;
+- ``shuffle_split``: ShuffleNet V2's channel shuffle + split into even and odd channels (``csrc/shuffle.cc``).
 When there is no compiler, the target is not CPU, or ``MINDSHUFFLE_NATIVE=0``, they return ``None`` and callers
 keep MindSpore's layers; both compute the same (tests/test_speed_paths.py).
 """
@@ -25,10 +26,10 @@ import warnings
 import mindspore as ms
 from mindspore import ops
 
-__all__ = ["depthwise3x3", "batchnorm_train", "bn_relu_maxpool", "native_enabled"]
+__all__ = ["depthwise3x3", "batchnorm_train", "bn_relu_maxpool", "shuffle_split", "native_enabled"]
 
 _CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
-_SRCS = [os.path.join(_CSRC, name) for name in ("dwconv3x3.cc", "batchnorm.cc")]
+_SRCS = [os.path.join(_CSRC, name) for name in ("dwconv3x3.cc", "batchnorm.cc", "shuffle.cc")]
 _FLAGS = os.environ.get("MINDSHUFFLE_CXXFLAGS", "-O3 -march=native -fopenmp-simd -shared -fPIC").split()
 _LIB: list = []  # [path or None] once tried
 _OPS: dict = {}
@@ -87,22 +88,31 @@ def _library() -> str | None:
     return path
 
 
+def _cached(key, build):
+    """``build(library_path)``, made once per ``key``; None when the native kernels are off or unavailable."""
+    if not native_enabled():
+        return None
+    if key not in _OPS:
+        lib = _library()
+        if lib is None:
+            return None
+        _OPS[key] = build(lib)
+    return _OPS[key]
+
+
 def depthwise3x3(stride: int, bias: bool = False):
     """``op(x, weight)``: 3x3 depthwise conv, padding 1, NCHW float32, weight (C, 1, 3, 3), with its gradient;
     ``bias=True``: ``op(x, weight, bias)`` for inference (no gradient). None if unavailable."""
-    if stride not in (1, 2) or not native_enabled():
+    if stride not in (1, 2):
         return None
-    if (stride, bias) in _OPS:
-        return _OPS[(stride, bias)]
-    lib = _library()
-    if lib is None:
-        return None
+    return _cached((stride, bias), lambda lib: _depthwise3x3(lib, stride, bias))
+
+
+def _depthwise3x3(lib: str, stride: int, bias: bool):
     s = f"s{stride}"
     if bias:
-        op = ops.Custom(f"{lib}:dw3x3_{s}_fwd_bias", out_dtype=lambda x, w, b: x, func_type="aot",
-                        out_shape=lambda x, w, b: (x[0], x[1], (x[2] - 1) // stride + 1, (x[3] - 1) // stride + 1))
-        _OPS[(stride, bias)] = op
-        return op
+        return ops.Custom(f"{lib}:dw3x3_{s}_fwd_bias", out_dtype=lambda x, w, b: x, func_type="aot",
+                          out_shape=lambda x, w, b: (x[0], x[1], (x[2] - 1) // stride + 1, (x[3] - 1) // stride + 1))
 
     def out_shape(x, w):
         return (x[0], x[1], (x[2] - 1) // stride + 1, (x[3] - 1) // stride + 1)
@@ -115,10 +125,8 @@ def depthwise3x3(stride: int, bias: bool = False):
     def bprop(x, w, out, dout):
         return grad_x(dout, w, x), grad_w(dout, x)
 
-    op = ops.Custom(f"{lib}:dw3x3_{s}_fwd", out_shape=out_shape, out_dtype=lambda x, w: x, func_type="aot",
-                    bprop=bprop)
-    _OPS[(stride, bias)] = op
-    return op
+    return ops.Custom(f"{lib}:dw3x3_{s}_fwd", out_shape=out_shape, out_dtype=lambda x, w: x, func_type="aot",
+                      bprop=bprop)
 
 
 def _zeros_like(*tensors):
@@ -131,12 +139,10 @@ def batchnorm_train(relu: bool):
     a ReLU when ``relu``; ``hyper`` = ``[eps, momentum]`` (float32) with nn.BatchNorm2d's meaning (moving =
     momentum * moving + (1 - momentum) * batch statistic, unbiased variance). The gradient flows to x, gamma
     and beta only; the caller assigns the new moving statistics. None if unavailable."""
-    key = ("bn", relu)
-    if key in _OPS or not native_enabled():
-        return _OPS.get(key)
-    lib = _library()
-    if lib is None:
-        return None
+    return _cached(("bn", relu), lambda lib: _batchnorm_train(lib, relu))
+
+
+def _batchnorm_train(lib: str, relu: bool):
     name = "bn_relu_train" if relu else "bn_train"
     grad = ops.Custom(f"{lib}:{name}_bwd", out_shape=lambda dy, x, g, b, m, r: (x, g, g),
                       out_dtype=lambda dy, x, g, b, m, r: (x, g, g), func_type="aot")
@@ -145,10 +151,8 @@ def batchnorm_train(relu: bool):
         dx, dgamma, dbeta = grad(dout[0], x, gamma, beta, out[1], out[2])
         return (dx, dgamma, dbeta) + _zeros_like(mm, mv, hyper)
 
-    op = ops.Custom(f"{lib}:{name}_fwd", out_shape=lambda x, g, b, mm, mv, h: (x, g, g, g, g),
-                    out_dtype=lambda x, g, b, mm, mv, h: (x, g, g, g, g), func_type="aot", bprop=bprop)
-    _OPS[key] = op
-    return op
+    return ops.Custom(f"{lib}:{name}_fwd", out_shape=lambda x, g, b, mm, mv, h: (x, g, g, g, g),
+                      out_dtype=lambda x, g, b, mm, mv, h: (x, g, g, g, g), func_type="aot", bprop=bprop)
 
 
 def bn_relu_maxpool():
@@ -156,12 +160,10 @@ def bn_relu_maxpool():
     new_moving_variance, index)``: ``batchnorm_train(relu=True)`` followed by a 3x3 stride-2 max pool with
     padding 1 (MindSpore's ``nn.MaxPool2d(3, 2, pad_mode="pad", padding=1)``), in one pass over the pooled map;
     ``index`` (int32) is where each maximum came from, for the gradient. None if unavailable."""
-    key = ("bn_relu_maxpool",)
-    if key in _OPS or not native_enabled():
-        return _OPS.get(key)
-    lib = _library()
-    if lib is None:
-        return None
+    return _cached(("bn_relu_maxpool",), _bn_relu_maxpool)
+
+
+def _bn_relu_maxpool(lib: str):
     grad = ops.Custom(f"{lib}:bn_relu_maxpool_bwd", out_shape=lambda dp, z, i, g, b, m, r: (z, g, g),
                       out_dtype=lambda dp, z, i, g, b, m, r: (z, g, g), func_type="aot")
 
@@ -173,7 +175,28 @@ def bn_relu_maxpool():
         pooled = (z[0], z[1], (z[2] - 1) // 2 + 1, (z[3] - 1) // 2 + 1)
         return pooled, g, g, g, g, pooled
 
-    op = ops.Custom(f"{lib}:bn_relu_maxpool_fwd", out_shape=out_shape,
-                    out_dtype=lambda z, g, b, mm, mv, h: (z, g, g, g, g, ms.int32), func_type="aot", bprop=bprop)
-    _OPS[key] = op
-    return op
+    return ops.Custom(f"{lib}:bn_relu_maxpool_fwd", out_shape=out_shape,
+                      out_dtype=lambda z, g, b, mm, mv, h: (z, g, g, g, g, ms.int32), func_type="aot", bprop=bprop)
+
+
+def shuffle_split():
+    """``op(x)`` -> ``(x[:, 0::2], x[:, 1::2])`` for NCHW ``x`` with 4-byte elements and an even channel count,
+    with its gradient (the two halves interleaved back). None if unavailable."""
+    return _cached(("shuffle_split",), _shuffle_split)
+
+
+def _shuffle_split(lib: str):
+    def merged(a, b):
+        return a[0], a[1] * 2, a[2], a[3]
+
+    merge = ops.Custom(f"{lib}:shuffle_merge", out_shape=merged, out_dtype=lambda a, b: a, func_type="aot")
+
+    def bprop(x, out, dout):
+        return (merge(dout[0], dout[1]),)
+
+    def halves(x):
+        half = (x[0], x[1] // 2, x[2], x[3])
+        return half, half
+
+    return ops.Custom(f"{lib}:shuffle_split", out_shape=halves, out_dtype=lambda x: (x, x), func_type="aot",
+                      bprop=bprop)

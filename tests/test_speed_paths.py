@@ -5,9 +5,9 @@ import pytest
 import mindspore as ms
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
-from mindshuffle.layers import ConvBNAct, ZeroPadMaxPool, fuse_model
+from mindshuffle.layers import ChannelSplit, ConvBNAct, ZeroPadMaxPool, fuse_model
 from mindshuffle.models.shufflenet_v2 import ShuffleNetV2
-from mindshuffle.native import batchnorm_train, bn_relu_maxpool, depthwise3x3
+from mindshuffle.native import batchnorm_train, bn_relu_maxpool, depthwise3x3, shuffle_split
 
 RNG = np.random.default_rng(7)
 
@@ -196,11 +196,44 @@ def test_native_stem_matches_plain_stem(size):
     _assert_twins_close(*_train_twins(make, native_off, x, r))
 
 
+class _Cat(nn.Cell):
+    """Both halves of a ChannelSplit, concatenated, times a fixed random tensor (distinct gradients per half)."""
+
+    def __init__(self, split, r):
+        super().__init__()
+        self.split, self.r = split, r
+
+    def construct(self, x):
+        a, b = self.split(x)
+        return ops.concat((a, b * 2.0), 1) * self.r
+
+
+def test_native_shuffle_split_matches_transpose():
+    if shuffle_split() is None:
+        pytest.skip("native kernels unavailable (no C++ compiler?)")
+    x = RNG.standard_normal((2, 12, 5, 7)).astype(np.float32)
+    r = Tensor(RNG.standard_normal((2, 12, 5, 7)).astype(np.float32))
+    outs = []
+    for native in (True, False):
+        split = ChannelSplit(12)
+        split.native = native
+        net = _Cat(split, r)
+        net.set_train(True)
+        outs.append((net(Tensor(x)).asnumpy(), _InputGrad(net, r)(Tensor(x)).asnumpy()))
+    np.testing.assert_array_equal(outs[0][0], outs[1][0])
+    np.testing.assert_array_equal(outs[0][1], outs[1][1])
+    ref = np.concatenate((x[:, 0::2], 2 * x[:, 1::2]), 1) * r.asnumpy()  # even channels first (megvii order)
+    np.testing.assert_allclose(outs[0][0], ref, rtol=1e-6)
+
+
 def _plain(net):
-    """Switch ``net`` to the plain layers: nn.Conv2d depthwise, nn.BatchNorm2d, MindSpore's padded max pool."""
+    """Switch ``net`` to the plain layers: nn.Conv2d depthwise, nn.BatchNorm2d, MindSpore's padded max pool,
+    transpose + split."""
     for _, cell in net.cells_and_names():
         if isinstance(cell, ConvBNAct):
             cell.native = cell.native_bn = False
+        elif isinstance(cell, ChannelSplit):
+            cell.native = False
     net.pad_pool = net.stem_op = None
     return net
 
