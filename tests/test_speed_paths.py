@@ -251,9 +251,9 @@ def _small(**kw):
     return ShuffleNetV2(widths=(8, 16, 32, 64, 128), repeats=(2, 2, 1), num_classes=10, **kw)
 
 
-def _twin_models(**kw):
+def _twin_models(make_plain=None, **kw):
     fast = _small(**kw)
-    plain = _plain(_small(**kw))
+    plain = make_plain() if make_plain else _plain(_small(**kw))
     for p in fast.get_parameters():  # random BN statistics so that folding has something to fold
         if "moving_mean" in p.name or "beta" in p.name:
             p.set_data(Tensor(RNG.normal(0, 0.3, p.shape).astype(np.float32)))
@@ -304,3 +304,38 @@ def test_shufflenet_v2_fast_paths_eval_and_folded(size):
     assert not plain.stem_folded and plain.pad_pool is None
     assert not any(c.native for _, c in plain.cells_and_names() if isinstance(c, ConvBNAct))
     _close(plain(x).asnumpy(), ref, 1e-4, "folded plain")
+
+
+def test_training_step_native_equals_native_off(monkeypatch):
+    """Two whole training steps (loss, backward, SGD momentum, BN statistics) with every native kernel and with
+    MINDSHUFFLE_NATIVE=0 (MindSpore's layers only) give the same loss and parameters."""
+    _native_or_skip()
+
+    def make_plain():
+        monkeypatch.setenv("MINDSHUFFLE_NATIVE", "0")
+        try:
+            return _small()
+        finally:
+            monkeypatch.delenv("MINDSHUFFLE_NATIVE")
+
+    fast, plain = _twin_models(make_plain)
+    assert plain.stem_op is None and fast.stem_op is not None
+    for net, on in ((fast, True), (plain, False)):
+        for _, cell in net.cells_and_names():
+            if isinstance(cell, ConvBNAct):
+                assert cell.native_bn == on and (cell.native == on or cell.groups == 1)
+            elif isinstance(cell, ChannelSplit):
+                assert cell.native == on
+    x = Tensor(RNG.standard_normal((4, 3, 64, 64)).astype(np.float32))
+    y = Tensor(RNG.integers(0, 10, 4).astype(np.int32))
+    losses = []
+    for net in (fast, plain):
+        loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
+        opt = nn.Momentum(net.trainable_params(), learning_rate=0.1, momentum=0.9)
+        step = nn.TrainOneStepCell(nn.WithLossCell(net, loss), opt)
+        step.set_train(True)
+        losses.append([float(step(x, y).asnumpy()) for _ in range(2)])
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+    for p, q in zip(fast.get_parameters(), plain.get_parameters()):
+        assert p.name == q.name
+        _close(p.asnumpy(), q.asnumpy(), 1e-4, p.name)
