@@ -10,7 +10,8 @@ from ``csrc/*.cc`` (one library) with the system C++ compiler the first time one
 - ``batchnorm_train``: training-mode BatchNorm with batch statistics, optionally fused with the ReLU after it,
   which also returns the updated moving statistics (``csrc/batchnorm.cc``);
 - ``bn_relu_maxpool``: the ShuffleNet stem's BatchNorm + ReLU + 3x3 stride-2 max pool (padding 1), same file;
-- ``shuffle_split``: ShuffleNet V2's channel shuffle + split into even and odd channels (``csrc/shuffle.cc``).
+- ``shuffle_split``: ShuffleNet V2's channel shuffle + split into even and odd channels (``csrc/shuffle.cc``);
+- ``global_avg_pool``: the classifier head's global average pool (``csrc/pool.cc``).
 When there is no compiler, the target is not CPU, or ``MINDSHUFFLE_NATIVE=0``, they return ``None`` and callers
 keep MindSpore's layers; both compute the same (tests/test_speed_paths.py).
 """
@@ -26,10 +27,12 @@ import warnings
 import mindspore as ms
 from mindspore import ops
 
-__all__ = ["depthwise3x3", "batchnorm_train", "bn_relu_maxpool", "shuffle_split", "native_enabled"]
+__all__ = ["depthwise3x3", "batchnorm_train", "bn_relu_maxpool", "shuffle_split", "global_avg_pool",
+           "native_enabled"]
 
 _CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
-_SRCS = [os.path.join(_CSRC, name) for name in ("dwconv3x3.cc", "batchnorm.cc", "shuffle.cc")]
+_SRCS = [os.path.join(_CSRC, name) for name in ("dwconv3x3.cc", "batchnorm.cc", "shuffle.cc", "pool.cc")]
+_HEADERS = [os.path.join(_CSRC, "parallel.h")]
 _FLAGS = os.environ.get("MINDSHUFFLE_CXXFLAGS", "-O3 -march=native -fopenmp-simd -shared -fPIC").split()
 _LIB: list = []  # [path or None] once tried
 _OPS: dict = {}
@@ -60,9 +63,9 @@ def _library() -> str | None:
     path = None
     try:
         cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
-        if cxx and all(os.path.exists(src) for src in _SRCS):
+        if cxx and all(os.path.exists(src) for src in _SRCS + _HEADERS):
             sources = b""
-            for src in _SRCS:
+            for src in _SRCS + _HEADERS:
                 with open(src, "rb") as f:
                     sources += f.read()
             # -march=native: a library built on one CPU may not run on another (a home folder shared
@@ -200,3 +203,19 @@ def _shuffle_split(lib: str):
 
     return ops.Custom(f"{lib}:shuffle_split", out_shape=halves, out_dtype=lambda x: (x, x), func_type="aot",
                       bprop=bprop)
+
+
+def global_avg_pool():
+    """``op(x)`` -> ``x.mean((2, 3))`` for NCHW float32 ``x``, with its gradient. None if unavailable."""
+    return _cached(("global_avg_pool",), _global_avg_pool)
+
+
+def _global_avg_pool(lib: str):
+    grad = ops.Custom(f"{lib}:global_avg_pool_bwd", out_shape=lambda dy, x: x, out_dtype=lambda dy, x: x,
+                      func_type="aot")
+
+    def bprop(x, out, dout):
+        return (grad(dout, x),)
+
+    return ops.Custom(f"{lib}:global_avg_pool_fwd", out_shape=lambda x: (x[0], x[1]), out_dtype=lambda x: x,
+                      func_type="aot", bprop=bprop)

@@ -7,7 +7,7 @@ from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
 from mindshuffle.layers import ChannelSplit, ConvBNAct, ZeroPadMaxPool, fuse_model
 from mindshuffle.models.shufflenet_v2 import ShuffleNetV2
-from mindshuffle.native import batchnorm_train, bn_relu_maxpool, depthwise3x3, shuffle_split
+from mindshuffle.native import batchnorm_train, bn_relu_maxpool, depthwise3x3, global_avg_pool, shuffle_split
 
 RNG = np.random.default_rng(7)
 
@@ -226,15 +226,38 @@ def test_native_shuffle_split_matches_transpose():
     np.testing.assert_allclose(outs[0][0], ref, rtol=1e-6)
 
 
+class _Pool(nn.Cell):
+    def __init__(self, native):
+        super().__init__()
+        self.op = global_avg_pool() if native else None
+
+    def construct(self, x):
+        if self.op is not None:
+            return self.op(x)
+        return ops.mean(x, (2, 3))
+
+
+def test_native_global_avg_pool_matches_mean():
+    if global_avg_pool() is None:
+        pytest.skip("native kernels unavailable (no C++ compiler?)")
+    x = Tensor(RNG.standard_normal((3, 5, 7, 6)).astype(np.float32))
+    r = Tensor(RNG.standard_normal((3, 5)).astype(np.float32))
+    (y, gx), (y_ref, gx_ref) = [(_Pool(native)(x).asnumpy(), _InputGrad(_Pool(native), r)(x).asnumpy())
+                                for native in (True, False)]
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(gx, gx_ref, rtol=1e-6, atol=1e-7)
+
+
 def _plain(net):
     """Switch ``net`` to the plain layers: nn.Conv2d depthwise, nn.BatchNorm2d, MindSpore's padded max pool,
-    transpose + split."""
+    transpose + split, ops.mean."""
     for _, cell in net.cells_and_names():
         if isinstance(cell, ConvBNAct):
             cell.native = cell.native_bn = False
         elif isinstance(cell, ChannelSplit):
             cell.native = False
     net.pad_pool = net.stem_op = None
+    net.native_pool = False
     return net
 
 
@@ -320,6 +343,7 @@ def test_training_step_native_equals_native_off(monkeypatch):
 
     fast, plain = _twin_models(make_plain)
     assert plain.stem_op is None and fast.stem_op is not None
+    assert fast.native_pool and not plain.native_pool
     for net, on in ((fast, True), (plain, False)):
         for _, cell in net.cells_and_names():
             if isinstance(cell, ConvBNAct):

@@ -1,6 +1,7 @@
 // mindshuffle native kernels: training-mode BatchNorm (batch statistics), NCHW float32, optionally fused with
 // the ReLU that follows it, and the ShuffleNet stem's BatchNorm + ReLU + 3x3 stride-2 max pool (padding 1).
-// Called by MindSpore as AOT custom operators, like dwconv3x3.cc. Single-threaded (see dwconv3x3.cc).
+// Called by MindSpore as AOT custom operators, like dwconv3x3.cc. Big tensors are split over two threads
+// (parallel.h): channels for the statistics and the backward pass, planes for the rest.
 //
 // BatchNorm as nn.BatchNorm2d trains it: y = gamma * (x - mean) / sqrt(var + eps) + beta with the batch mean
 // and biased variance over (N, H, W); moving_mean = momentum * moving_mean + (1 - momentum) * mean and
@@ -11,6 +12,10 @@
 #include <cstdint>
 #include <cstring>
 #include <vector>
+
+#include "parallel.h"
+
+using mindshuffle::parallel_for;
 
 namespace {
 
@@ -25,7 +30,8 @@ struct Hyper {
 void batch_stats(const float *x, int64_t N, int64_t C, int64_t HW, Hyper hp, const float *mm, const float *mv,
                  float *mean, float *rstd, float *new_mm, float *new_mv) {
   const double M = static_cast<double>(N * HW);
-  for (int64_t c = 0; c < C; ++c) {
+  parallel_for(C, N * C * HW, [=](int64_t c_begin, int64_t c_end) {
+  for (int64_t c = c_begin; c < c_end; ++c) {
     const float k = x[c * HW];  // shift: sums of (x - k) lose no digits to a large mean
     double s1 = 0, s2 = 0;
     for (int64_t n = 0; n < N; ++n) {
@@ -49,6 +55,7 @@ void batch_stats(const float *x, int64_t N, int64_t C, int64_t HW, Hyper hp, con
     new_mm[c] = static_cast<float>(hp.momentum * mm[c] + (1.0 - hp.momentum) * (k + m));
     new_mv[c] = static_cast<float>(hp.momentum * mv[c] + (1.0 - hp.momentum) * unbiased);
   }
+  });
 }
 
 inline void coeffs(const float *gamma, const float *beta, const float *mean, const float *rstd, int64_t c, float *a,
@@ -61,19 +68,19 @@ template <bool RELU>
 void bn_forward(const float *x, const float *gamma, const float *beta, const float *mm, const float *mv, Hyper hp,
                 float *y, float *mean, float *rstd, float *new_mm, float *new_mv, int64_t N, int64_t C, int64_t HW) {
   batch_stats(x, N, C, HW, hp, mm, mv, mean, rstd, new_mm, new_mv);
-  for (int64_t n = 0; n < N; ++n) {
-    for (int64_t c = 0; c < C; ++c) {
+  parallel_for(N * C, N * C * HW, [=](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
       float a, b;
-      coeffs(gamma, beta, mean, rstd, c, &a, &b);
-      const float *p = x + (n * C + c) * HW;
-      float *q = y + (n * C + c) * HW;
+      coeffs(gamma, beta, mean, rstd, k % C, &a, &b);
+      const float *p = x + k * HW;
+      float *q = y + k * HW;
 #pragma omp simd
       for (int64_t i = 0; i < HW; ++i) {
         const float t = affine(p[i], a, b);
         q[i] = RELU ? (t > 0.f ? t : 0.f) : t;
       }
     }
-  }
+  });
 }
 
 // From sb = sum dy' and sg = sum dy' * (x - mean) over a channel: dgamma, dbeta and dx = a * dy' + c0 + c1 * x
@@ -90,8 +97,10 @@ inline void grad_coeffs(float a, float mean, double rstd, double sb, double sg, 
 // sum dy' * (x - mean) of channel c, then apply(n, c, a, b, c0, c1) writes its dx = a * dy' + c0 + c1 * x.
 template <class Sums, class Apply>
 void backward_channels(const float *gamma, const float *beta, const float *mean, const float *rstd, float *dgamma,
-                       float *dbeta, int64_t N, int64_t C, double M, Sums sums, Apply apply) {
-  for (int64_t c = 0; c < C; ++c) {
+                       float *dbeta, int64_t N, int64_t C, int64_t HW, Sums sums, Apply apply) {
+  const double M = static_cast<double>(N * HW);
+  parallel_for(C, N * C * HW, [&](int64_t c_begin, int64_t c_end) {
+  for (int64_t c = c_begin; c < c_end; ++c) {
     float a, b;
     coeffs(gamma, beta, mean, rstd, c, &a, &b);
     double sb = 0, sg = 0;
@@ -105,6 +114,7 @@ void backward_channels(const float *gamma, const float *beta, const float *mean,
     grad_coeffs(a, mean[c], rstd[c], sb, sg, M, &dgamma[c], &dbeta[c], &c0, &c1);
     for (int64_t n = 0; n < N; ++n) apply(n, c, a, b, c0, c1);
   }
+  });
 }
 
 // dx = a * (dy' - mean(dy') - xhat * mean(dy' * xhat)), dbeta = sum dy', dgamma = sum dy' * xhat,
@@ -134,7 +144,7 @@ void bn_backward(const float *dy, const float *x, const float *gamma, const floa
       q[i] = a * d + c0 + c1 * p[i];
     }
   };
-  backward_channels(gamma, beta, mean, rstd, dgamma, dbeta, N, C, static_cast<double>(N * HW), sums, apply);
+  backward_channels(gamma, beta, mean, rstd, dgamma, dbeta, N, C, HW, sums, apply);
 }
 
 // ---- stem: BatchNorm + ReLU + max pool 3x3, stride 2, padding 1 -------------------------------------------
@@ -169,17 +179,17 @@ void stem_forward(const float *z, const float *gamma, const float *beta, const f
   const int64_t HW = H * W, Ho = pooled(H), Wo = pooled(W);
   batch_stats(z, N, C, HW, hp, mm, mv, mean, rstd, new_mm, new_mv);
   const int64_t We = (W + 1) / 2, Wd = W / 2;
-  std::vector<float> fbuf(We + Wd + 2, -INFINITY);
-  std::vector<int32_t> ibuf(We + Wd + 2, 0);
-  float *ev = fbuf.data(), *od = ev + We;
-  int32_t *evi = ibuf.data(), *odi = evi + We;
-  for (int64_t n = 0; n < N; ++n) {
-    for (int64_t c = 0; c < C; ++c) {
+  parallel_for(N * C, N * C * HW, [=](int64_t begin, int64_t end) {
+    std::vector<float> fbuf(We + Wd + 2, -INFINITY);
+    std::vector<int32_t> ibuf(We + Wd + 2, 0);
+    float *ev = fbuf.data(), *od = ev + We;
+    int32_t *evi = ibuf.data(), *odi = evi + We;
+    for (int64_t k = begin; k < end; ++k) {
       float a, b;
-      coeffs(gamma, beta, mean, rstd, c, &a, &b);
-      const float *p = z + (n * C + c) * HW;
-      float *o = out + (n * C + c) * Ho * Wo;
-      int32_t *ix = idx + (n * C + c) * Ho * Wo;
+      coeffs(gamma, beta, mean, rstd, k % C, &a, &b);
+      const float *p = z + k * HW;
+      float *o = out + k * Ho * Wo;
+      int32_t *ix = idx + k * Ho * Wo;
       for (int64_t oh = 0; oh < Ho; ++oh) {
         // per column, the largest pre-activation over the window's rows, kept in two arrays: even columns
         // (ev) and odd ones (od, shifted by one with -inf at both ends), so that window ow is od[ow], ev[ow],
@@ -204,7 +214,7 @@ void stem_forward(const float *z, const float *gamma, const float *beta, const f
         }
       }
     }
-  }
+  });
 }
 
 void stem_backward(const float *dout, const float *z, const int32_t *idx, const float *gamma, const float *beta,
@@ -237,7 +247,7 @@ void stem_backward(const float *dout, const float *z, const int32_t *idx, const 
       if (affine(p[ix[i]], a, b) > 0.f) q[ix[i]] += a * g[i];
     }
   };
-  backward_channels(gamma, beta, mean, rstd, dgamma, dbeta, N, C, static_cast<double>(N * HW), sums, apply);
+  backward_channels(gamma, beta, mean, rstd, dgamma, dbeta, N, C, HW, sums, apply);
 }
 
 inline Hyper hyper(void *p) {
