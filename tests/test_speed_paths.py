@@ -5,6 +5,8 @@ import pytest
 import mindspore as ms
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
+from conftest import randomize
+
 from mindshuffle.layers import ChannelSplit, ConvBNAct, ZeroPadMaxPool, fuse_model
 from mindshuffle.models.shufflenet_v2 import ShuffleNetV2
 from mindshuffle.native import batchnorm_train, bn_relu_maxpool, depthwise3x3, global_avg_pool, shuffle_split
@@ -277,11 +279,9 @@ def _small(**kw):
 def _twin_models(make_plain=None, **kw):
     fast = _small(**kw)
     plain = make_plain() if make_plain else _plain(_small(**kw))
-    for p in fast.get_parameters():  # random BN statistics so that folding has something to fold
-        if "moving_mean" in p.name or "beta" in p.name:
-            p.set_data(Tensor(RNG.normal(0, 0.3, p.shape).astype(np.float32)))
-        elif "moving_variance" in p.name or "gamma" in p.name:
-            p.set_data(Tensor(RNG.uniform(0.5, 1.5, p.shape).astype(np.float32)))
+    # fixed random weights and BN statistics (something to fold): the comparisons are deterministic, as float32
+    # rounding can flip a ReLU mask or a max-pool choice for a rare value at the edge in either path
+    randomize(fast)
     ms.load_param_into_net(plain, {p.name: Parameter(Tensor(p.asnumpy()), name=p.name)
                                    for p in fast.get_parameters()})
     return fast, plain
@@ -352,14 +352,18 @@ def test_training_step_native_equals_native_off(monkeypatch):
                 assert cell.native == on
     x = Tensor(RNG.standard_normal((4, 3, 64, 64)).astype(np.float32))
     y = Tensor(RNG.integers(0, 10, 4).astype(np.int32))
+    before = {p.name: p.asnumpy() for p in plain.get_parameters()}
     losses = []
     for net in (fast, plain):
         loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
-        opt = nn.Momentum(net.trainable_params(), learning_rate=0.1, momentum=0.9)
+        opt = nn.Momentum(net.trainable_params(), learning_rate=0.01, momentum=0.9)
         step = nn.TrainOneStepCell(nn.WithLossCell(net, loss), opt)
         step.set_train(True)
         losses.append([float(step(x, y).asnumpy()) for _ in range(2)])
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
     for p, q in zip(fast.get_parameters(), plain.get_parameters()):
         assert p.name == q.name
-        _close(p.asnumpy(), q.asnumpy(), 1e-4, p.name)
+        if "moving" in p.name:
+            _close(p.asnumpy(), q.asnumpy(), 1e-4, p.name)
+        else:  # the updates, like the gradients in test_shufflenet_v2_fast_paths_train_mode
+            _close(p.asnumpy() - before[p.name], q.asnumpy() - before[p.name], 1e-3, p.name)

@@ -2,11 +2,16 @@
 // Forward, input gradient and weight gradient, called by MindSpore as AOT custom operators
 // (int f(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream, void *extra)).
 // Each (sample, channel) plane is copied into a zero-bordered scratch plane, so the inner loops have no bounds
-// checks and vectorise. Single-threaded by default: on a shared 2-core machine OpenMP barriers cost 20x; build
-// with -fopenmp (MINDSHUFFLE_CXXFLAGS) to split the independent planes over threads.
+// checks and vectorise. Single-threaded by default: on a shared 2-core machine OpenMP barriers cost 20x;
+// MINDSHUFFLE_THREADS=2 splits the independent planes (channels for the weight gradient) over two threads
+// without spinning (parallel.h).
 #include <cstdint>
 #include <cstring>
 #include <vector>
+
+#include "parallel.h"
+
+using mindshuffle::parallel_for;
 
 namespace {
 
@@ -28,12 +33,10 @@ void forward(const float *x, const float *w, const float *bias, float *y, int64_
              int Ho, int Wo) {
   const int64_t P = N * C;
   const int Wp = W + 2;
-#pragma omp parallel
-  {
+  parallel_for(P, P * H * W, [=](int64_t begin, int64_t end) {
     std::vector<float> buf((H + 2) * Wp);
     float *pad = buf.data();
-#pragma omp for schedule(static)
-    for (int64_t p = 0; p < P; ++p) {
+    for (int64_t p = begin; p < end; ++p) {
       pad_plane(x + p * H * W, pad, H, W);
       const float *k = w + (p % C) * 9;
       const float k0 = k[0], k1 = k[1], k2 = k[2], k3 = k[3], k4 = k[4], k5 = k[5], k6 = k[6], k7 = k[7], k8 = k[8];
@@ -49,19 +52,17 @@ void forward(const float *x, const float *w, const float *bias, float *y, int64_
         }
       }
     }
-  }
+  });
 }
 
 template <int S>
 void grad_input(const float *dy, const float *w, float *dx, int64_t N, int64_t C, int H, int W, int Ho, int Wo) {
   const int64_t P = N * C;
   const int Wp = W + 2;
-#pragma omp parallel
-  {
+  parallel_for(P, P * H * W, [=](int64_t begin, int64_t end) {
     std::vector<float> buf((H + 2) * Wp);
     float *acc = buf.data();
-#pragma omp for schedule(static)
-    for (int64_t p = 0; p < P; ++p) {
+    for (int64_t p = begin; p < end; ++p) {
       const float *g = dy + p * Ho * Wo;
       const float *k = w + (p % C) * 9;
       float *dp = dx + p * H * W;
@@ -96,18 +97,16 @@ void grad_input(const float *dy, const float *w, float *dx, int64_t N, int64_t C
         for (int h = 0; h < H; ++h) std::memcpy(dp + h * W, acc + (h + 1) * Wp + 1, sizeof(float) * W);
       }
     }
-  }
+  });
 }
 
 template <int S>
 void grad_weight(const float *dy, const float *x, float *dw, int64_t N, int64_t C, int H, int W, int Ho, int Wo) {
   const int Wp = W + 2;
-#pragma omp parallel
-  {
+  parallel_for(C, N * C * H * W, [=](int64_t begin, int64_t end) {
     std::vector<float> buf((H + 2) * Wp);
     float *pad = buf.data();
-#pragma omp for schedule(static)
-    for (int64_t c = 0; c < C; ++c) {
+    for (int64_t c = begin; c < end; ++c) {
       double acc[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
       for (int64_t n = 0; n < N; ++n) {
         const int64_t p = n * C + c;
@@ -132,7 +131,7 @@ void grad_weight(const float *dy, const float *x, float *dw, int64_t N, int64_t 
       }
       for (int t = 0; t < 9; ++t) dw[c * 9 + t] = static_cast<float>(acc[t]);
     }
-  }
+  });
 }
 
 }  // namespace
