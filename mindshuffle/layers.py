@@ -9,7 +9,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
-from .native import batchnorm_train, depthwise3x3, shuffle_split
+from .native import batchnorm_train, cat_shuffle_split, depthwise3x3, shuffle_split
 
 __all__ = ["ConvBNAct", "ChannelSplit", "channel_shuffle", "SqueezeExcite", "ZeroPadMaxPool", "fuse_conv_bn",
            "fuse_model"]
@@ -174,7 +174,8 @@ class ChannelSplit(nn.Cell):
         self.even = Tensor(np.arange(0, channels, 2, dtype=np.int32))
         self.odd = Tensor(np.arange(1, channels, 2, dtype=np.int32))
         self.split_op = shuffle_split()
-        self.native = self.split_op is not None
+        self.cat_split_op = cat_shuffle_split()
+        self.native = self.split_op is not None and self.cat_split_op is not None
 
     def construct(self, x: Tensor):
         if self.training and self.native and x.dtype == ms.float32:
@@ -188,6 +189,13 @@ class ChannelSplit(nn.Cell):
             a, b = ops.split(y, self.half, 1)
             return a, b
         return ops.gather(x, self.even, 1), ops.gather(x, self.odd, 1)
+
+    def split_concat(self, a: Tensor, b: Tensor):
+        """``self(ops.concat((a, b), 1))``; natively without the concat in training (a unit's two branches)."""
+        if self.training and self.native and a.dtype == ms.float32:
+            e, o = self.cat_split_op(a, b)
+            return e, o
+        return self.construct(ops.concat((a, b), 1))
 
 
 class GroupShuffle(nn.Cell):

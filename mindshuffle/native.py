@@ -11,6 +11,7 @@ from ``csrc/*.cc`` (one library) with the system C++ compiler the first time one
   which also returns the updated moving statistics (``csrc/batchnorm.cc``);
 - ``bn_relu_maxpool``: the ShuffleNet stem's BatchNorm + ReLU + 3x3 stride-2 max pool (padding 1), same file;
 - ``shuffle_split``: ShuffleNet V2's channel shuffle + split into even and odd channels (``csrc/shuffle.cc``);
+  ``cat_shuffle_split``: the same on the concatenation of two tensors, without making it;
 - ``global_avg_pool``: the classifier head's global average pool (``csrc/pool.cc``).
 When there is no compiler, the target is not CPU, or ``MINDSHUFFLE_NATIVE=0``, they return ``None`` and callers
 keep MindSpore's layers; both compute the same (tests/test_speed_paths.py).
@@ -27,7 +28,7 @@ import warnings
 import mindspore as ms
 from mindspore import ops
 
-__all__ = ["depthwise3x3", "batchnorm_train", "bn_relu_maxpool", "shuffle_split", "global_avg_pool",
+__all__ = ["depthwise3x3", "batchnorm_train", "bn_relu_maxpool", "shuffle_split", "cat_shuffle_split", "global_avg_pool",
            "native_enabled"]
 
 _CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
@@ -203,6 +204,27 @@ def _shuffle_split(lib: str):
 
     return ops.Custom(f"{lib}:shuffle_split", out_shape=halves, out_dtype=lambda x: (x, x), func_type="aot",
                       bprop=bprop)
+
+
+def cat_shuffle_split():
+    """``op(a, b)`` -> ``shuffle_split()(concat((a, b), 1))`` without the concat (NCHW, 4-byte elements, the
+    channel counts adding up to an even number), with its gradient. None if unavailable."""
+    return _cached(("cat_shuffle_split",), _cat_shuffle_split)
+
+
+def _cat_shuffle_split(lib: str):
+    merge = ops.Custom(f"{lib}:cat_shuffle_merge", out_shape=lambda e, o, a, b: (a, b),
+                       out_dtype=lambda e, o, a, b: (a, b), func_type="aot")
+
+    def bprop(a, b, out, dout):
+        return merge(dout[0], dout[1], a, b)
+
+    def halves(a, b):
+        half = (a[0], (a[1] + b[1]) // 2, a[2], a[3])
+        return half, half
+
+    return ops.Custom(f"{lib}:cat_shuffle_split", out_shape=halves, out_dtype=lambda a, b: (a, a),
+                      func_type="aot", bprop=bprop)
 
 
 def global_avg_pool():

@@ -199,18 +199,24 @@ def test_native_stem_matches_plain_stem(size):
 
 
 class _Cat(nn.Cell):
-    """Both halves of a ChannelSplit, concatenated, times a fixed random tensor (distinct gradients per half)."""
+    """Both halves of a ChannelSplit, concatenated, times a fixed random tensor (distinct gradients per half).
+    ``ca``: the split's input given as two parts, ``split_concat(x[:, :ca], x[:, ca:])``."""
 
-    def __init__(self, split, r):
+    def __init__(self, split, r, ca=0):
         super().__init__()
-        self.split, self.r = split, r
+        self.split, self.r, self.ca = split, r, ca
 
     def construct(self, x):
-        a, b = self.split(x)
+        if self.ca:
+            a, b = self.split.split_concat(x[:, :self.ca], x[:, self.ca:])
+        else:
+            a, b = self.split(x)
         return ops.concat((a, b * 2.0), 1) * self.r
 
 
-def test_native_shuffle_split_matches_transpose():
+# 0: one tensor; else the channels of the two parts: equal, and unequal (megvii's first down-sampling unit)
+@pytest.mark.parametrize("ca", [0, 6, 4, 9])
+def test_native_shuffle_split_matches_transpose(ca):
     if shuffle_split() is None:
         pytest.skip("native kernels unavailable (no C++ compiler?)")
     x = RNG.standard_normal((2, 12, 5, 7)).astype(np.float32)
@@ -219,7 +225,7 @@ def test_native_shuffle_split_matches_transpose():
     for native in (True, False):
         split = ChannelSplit(12)
         split.native = native
-        net = _Cat(split, r)
+        net = _Cat(split, r, ca)
         net.set_train(True)
         outs.append((net(Tensor(x)).asnumpy(), _InputGrad(net, r)(Tensor(x)).asnumpy()))
     np.testing.assert_array_equal(outs[0][0], outs[1][0])
@@ -252,14 +258,14 @@ def test_native_global_avg_pool_matches_mean():
 
 def _plain(net):
     """Switch ``net`` to the plain layers: nn.Conv2d depthwise, nn.BatchNorm2d, MindSpore's padded max pool,
-    transpose + split, ops.mean."""
+    transpose + split, concat, ops.mean."""
     for _, cell in net.cells_and_names():
         if isinstance(cell, ConvBNAct):
             cell.native = cell.native_bn = False
         elif isinstance(cell, ChannelSplit):
             cell.native = False
     net.pad_pool = net.stem_op = None
-    net.native_pool = False
+    net.native_pool = net.native_stages = False
     return net
 
 
@@ -344,6 +350,7 @@ def test_training_step_native_equals_native_off(monkeypatch):
     fast, plain = _twin_models(make_plain)
     assert plain.stem_op is None and fast.stem_op is not None
     assert fast.native_pool and not plain.native_pool
+    assert fast.native_stages and not plain.native_stages
     for net, on in ((fast, True), (plain, False)):
         for _, cell in net.cells_and_names():
             if isinstance(cell, ConvBNAct):

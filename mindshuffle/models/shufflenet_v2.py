@@ -84,6 +84,15 @@ class ShuffleUnitV2(nn.Cell):
             return ops.concat((x_proj, self.branch_main(x_main)), 1)
         return ops.concat((self.branch_proj(x), self.branch_main(x)), 1)
 
+    def parts(self, x):
+        """``construct`` without its final concat: the two branch outputs. A basic unit takes its input as such
+        a pair too (the previous unit's), so that the concat and the next split are one copy (ShuffleNetV2's
+        training fast path)."""
+        if self.stride == 1:
+            x_proj, x_main = self.split.split_concat(x[0], x[1])
+            return x_proj, self.branch_main(x_main)
+        return self.branch_proj(x), self.branch_main(x)
+
 
 class ShuffleNetV2(ClassifierNet):
     """ShuffleNet V2 classifier / backbone.
@@ -134,6 +143,8 @@ class ShuffleNetV2(ClassifierNet):
             stages.append(nn.SequentialCell(units))
             c_in = c_out
         self.stage2, self.stage3, self.stage4 = stages
+        # training: units pass on their two branches, the concat fused into the next unit's split (native only)
+        self.native_stages = all(unit.split.native for stage in stages for unit in stage if unit.stride == 1)
         self.conv5 = ConvBNAct(c_in, widths[4], 1)
         self.drop_rate = drop_rate
         self.dropout = nn.Dropout(p=drop_rate) if drop_rate > 0 else nn.Identity()
@@ -192,8 +203,18 @@ class ShuffleNetV2(ClassifierNet):
 
     def forward_features(self, x: Tensor) -> Tensor:
         x = self.stem(x)
-        x = self.stage4(self.stage3(self.stage2(x)))
+        if self.training and self.native_stages and x.dtype == ms.float32:
+            x = self._stage_parts(self.stage4, self._stage_parts(self.stage3, self._stage_parts(self.stage2, x)))
+        else:
+            x = self.stage4(self.stage3(self.stage2(x)))
         return self.conv5(x)
+
+    def _stage_parts(self, stage: nn.SequentialCell, x: Tensor) -> Tensor:
+        """``stage(x)`` with the units passing their outputs on as branch pairs (``ShuffleUnitV2.parts``)."""
+        parts = x
+        for unit in stage.cell_list:  # a down-sampling unit (takes x), then basic units (take a pair)
+            parts = unit.parts(parts)
+        return ops.concat(parts, 1)
 
     def stages(self) -> list:
         return [self.stage2, self.stage3, self.stage4]
