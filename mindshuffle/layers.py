@@ -9,7 +9,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
-from .native import depthwise3x3
+from .native import batchnorm_train, cat_shuffle_split, depthwise3x3, shuffle_split
 
 __all__ = ["ConvBNAct", "ChannelSplit", "channel_shuffle", "SqueezeExcite", "ZeroPadMaxPool", "fuse_conv_bn",
            "fuse_model"]
@@ -50,18 +50,38 @@ class ConvBNAct(nn.Cell):
             self.dw_op = depthwise3x3(stride)
             self.dw_bias_op = depthwise3x3(stride, bias=True)
         self.native = self.dw_op is not None and self.dw_bias_op is not None
+        # training-mode BatchNorm (+ the ReLU after it): the native CPU kernel, same parameters and statistics
+        self.bn_relu = isinstance(self.act, nn.ReLU)
+        self.bn_op = batchnorm_train(self.bn_relu) if (self.bn_relu or not self.use_act) else None
+        self.native_bn = self.bn_op is not None
+        # nn.BatchNorm2d keeps 1 - momentum
+        self.bn_hyper = Tensor(np.array([bn_eps, 1.0 - self.bn.momentum], np.float32))
 
     def construct(self, x: Tensor) -> Tensor:
         if self.native and x.dtype == ms.float32:
             if self.fused:
                 x = self.dw_bias_op(x, self.conv.weight, self.conv.bias)
             else:
-                x = self.bn(self.dw_op(x, self.conv.weight))
+                x = self.dw_op(x, self.conv.weight)
         else:
-            x = self.bn(self.conv(x))
+            x = self.conv(x)
+        if self.training and self.native_bn and not self.fused and x.dtype == ms.float32:
+            x = self.train_bn(self.bn_op, x)
+            if self.use_act and not self.bn_relu:
+                x = self.act(x)
+            return x
+        x = self.bn(x)
         if self.use_act:
             x = self.act(x)
         return x
+
+    def train_bn(self, op, x: Tensor) -> Tensor:
+        """A native training-mode BatchNorm ``op`` (``mindshuffle.native``) on ``x`` with this layer's BN
+        parameters; stores the updated moving statistics like nn.BatchNorm2d and returns the op's output."""
+        bn = self.bn
+        out = op(x, bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance, self.bn_hyper)
+        y = ops.depend(out[0], ops.assign(bn.moving_mean, out[3]))
+        return ops.depend(y, ops.assign(bn.moving_variance, out[4]))
 
     def fuse(self) -> "ConvBNAct":
         """Fold BN (moving statistics) into a biased conv. Irreversible; for inference and export only."""
@@ -141,7 +161,8 @@ class ChannelSplit(nn.Cell):
     - inference: two ``Gather`` ops with fixed indices (no data-dependent work, cheapest forward);
     - training: one transpose inside each sample, (N, C/2, 2, HW) -> (N, 2, C/2, HW), then a split into
       halves, whose backward is a transpose too (Gather's backward is a scatter-add, ~1.5x slower).
-    MindCV's reshape over the batch axis is ~10-20x slower than either.
+    MindCV's reshape over the batch axis is ~10-20x slower than either. On CPU, training in float32 uses the
+    native kernel (``mindshuffle.native.shuffle_split``): one copy each way instead of two.
     """
 
     def __init__(self, channels: int):
@@ -152,8 +173,14 @@ class ChannelSplit(nn.Cell):
         self.half = channels // 2
         self.even = Tensor(np.arange(0, channels, 2, dtype=np.int32))
         self.odd = Tensor(np.arange(1, channels, 2, dtype=np.int32))
+        self.split_op = shuffle_split()
+        self.cat_split_op = cat_shuffle_split()
+        self.native = self.split_op is not None and self.cat_split_op is not None
 
     def construct(self, x: Tensor):
+        if self.training and self.native and x.dtype == ms.float32:
+            a, b = self.split_op(x)
+            return a, b
         if self.training:
             n, _, h, w = x.shape
             y = ops.reshape(x, (n, self.half, 2, h * w))
@@ -162,6 +189,13 @@ class ChannelSplit(nn.Cell):
             a, b = ops.split(y, self.half, 1)
             return a, b
         return ops.gather(x, self.even, 1), ops.gather(x, self.odd, 1)
+
+    def split_concat(self, a: Tensor, b: Tensor):
+        """``self(ops.concat((a, b), 1))``; natively without the concat in training (a unit's two branches)."""
+        if self.training and self.native and a.dtype == ms.float32:
+            e, o = self.cat_split_op(a, b)
+            return e, o
+        return self.construct(ops.concat((a, b), 1))
 
 
 class GroupShuffle(nn.Cell):

@@ -1,11 +1,20 @@
 """Native CPU kernels for the layers where MindSpore's own CPU kernels are slowest.
 
 MindSpore 2.7.1 runs a 3x3 depthwise convolution on CPU about as slowly as a dense one with C times the
-work (forward and both gradients); it is ~30% of a ShuffleNet V2 training step. ``depthwise3x3`` returns an
-``ops.Custom`` (AOT) operator with its gradient, built from ``csrc/dwconv3x3.cc`` with the system C++ compiler
-the first time it is needed and cached (``$MINDSHUFFLE_CACHE`` or ``~/.cache/mindshuffle``). When there is no
-compiler, the target is not CPU, or ``MINDSHUFFLE_NATIVE=0``, it returns ``None`` and callers keep
-``nn.Conv2d``; both compute the same (tests/test_speed_paths.py).
+work (forward and both gradients); it is ~30% of a ShuffleNet V2 training step. Its training-mode BatchNorm
+(forward and backward) and the stem's ReLU + padded max pool are another ~45%, several times slower than the
+memory traffic they need. The functions here return ``ops.Custom`` (AOT) operators with their gradients, built
+from ``csrc/*.cc`` (one library) with the system C++ compiler the first time one is needed and cached
+(``$MINDSHUFFLE_CACHE`` or ``~/.cache/mindshuffle``):
+- ``depthwise3x3``: 3x3 depthwise convolution (``csrc/dwconv3x3.cc``);
+- ``batchnorm_train``: training-mode BatchNorm with batch statistics, optionally fused with the ReLU after it,
+  which also returns the updated moving statistics (``csrc/batchnorm.cc``);
+- ``bn_relu_maxpool``: the ShuffleNet stem's BatchNorm + ReLU + 3x3 stride-2 max pool (padding 1), same file;
+- ``shuffle_split``: ShuffleNet V2's channel shuffle + split into even and odd channels (``csrc/shuffle.cc``);
+  ``cat_shuffle_split``: the same on the concatenation of two tensors, without making it;
+- ``global_avg_pool``: the classifier head's global average pool (``csrc/pool.cc``).
+When there is no compiler, the target is not CPU, or ``MINDSHUFFLE_NATIVE=0``, they return ``None`` and callers
+keep MindSpore's layers; both compute the same (tests/test_speed_paths.py).
 """
 from __future__ import annotations
 
@@ -19,9 +28,12 @@ import warnings
 import mindspore as ms
 from mindspore import ops
 
-__all__ = ["depthwise3x3", "native_enabled"]
+__all__ = ["depthwise3x3", "batchnorm_train", "bn_relu_maxpool", "shuffle_split", "cat_shuffle_split", "global_avg_pool",
+           "native_enabled"]
 
-_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "dwconv3x3.cc")
+_CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
+_SRCS = [os.path.join(_CSRC, name) for name in ("dwconv3x3.cc", "batchnorm.cc", "shuffle.cc", "pool.cc")]
+_HEADERS = [os.path.join(_CSRC, "parallel.h")]
 _FLAGS = os.environ.get("MINDSHUFFLE_CXXFLAGS", "-O3 -march=native -fopenmp-simd -shared -fPIC").split()
 _LIB: list = []  # [path or None] once tried
 _OPS: dict = {}
@@ -52,47 +64,59 @@ def _library() -> str | None:
     path = None
     try:
         cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
-        if cxx and os.path.exists(_SRC):
-            with open(_SRC, "rb") as f:
-                # -march=native: a library built on one CPU may not run on another (a home folder shared
-                # across cluster nodes), so the CPU's model and feature flags are part of the cache key
-                tag = hashlib.sha1(f.read() + " ".join([cxx] + _FLAGS).encode() + _cpu_signature()).hexdigest()[:12]
+        if cxx and all(os.path.exists(src) for src in _SRCS + _HEADERS):
+            sources = b""
+            for src in _SRCS + _HEADERS:
+                with open(src, "rb") as f:
+                    sources += f.read()
+            # -march=native: a library built on one CPU may not run on another (a home folder shared
+            # across cluster nodes), so the CPU's model and feature flags are part of the cache key
+            tag = hashlib.sha1(sources + " ".join([cxx] + _FLAGS).encode() + _cpu_signature()).hexdigest()[:12]
             cache = os.environ.get("MINDSHUFFLE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
                                                                          "mindshuffle")
             os.makedirs(cache, exist_ok=True)
-            target = os.path.join(cache, f"dwconv3x3-{tag}.so")
+            target = os.path.join(cache, f"kernels-{tag}.so")
             if not os.path.exists(target):
                 fd, tmp = tempfile.mkstemp(dir=cache, suffix=".so")
                 os.close(fd)
-                proc = subprocess.run([cxx, *_FLAGS, "-o", tmp, _SRC], capture_output=True, text=True)
+                proc = subprocess.run([cxx, *_FLAGS, "-o", tmp, *_SRCS], capture_output=True, text=True)
                 if proc.returncode:
                     os.unlink(tmp)
                     raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr else "compiler failed")
                 os.replace(tmp, target)
             path = target
     except (OSError, RuntimeError) as exc:
-        warnings.warn(f"mindshuffle: native depthwise kernel unavailable ({exc}); using nn.Conv2d")
+        warnings.warn(f"mindshuffle: native kernels unavailable ({exc}); using MindSpore's layers")
         path = None
     _LIB.append(path)
     return path
 
 
+def _cached(key, build):
+    """``build(library_path)``, made once per ``key``; None when the native kernels are off or unavailable."""
+    if not native_enabled():
+        return None
+    if key not in _OPS:
+        lib = _library()
+        if lib is None:
+            return None
+        _OPS[key] = build(lib)
+    return _OPS[key]
+
+
 def depthwise3x3(stride: int, bias: bool = False):
     """``op(x, weight)``: 3x3 depthwise conv, padding 1, NCHW float32, weight (C, 1, 3, 3), with its gradient;
     ``bias=True``: ``op(x, weight, bias)`` for inference (no gradient). None if unavailable."""
-    if stride not in (1, 2) or not native_enabled():
+    if stride not in (1, 2):
         return None
-    if (stride, bias) in _OPS:
-        return _OPS[(stride, bias)]
-    lib = _library()
-    if lib is None:
-        return None
+    return _cached((stride, bias), lambda lib: _depthwise3x3(lib, stride, bias))
+
+
+def _depthwise3x3(lib: str, stride: int, bias: bool):
     s = f"s{stride}"
     if bias:
-        op = ops.Custom(f"{lib}:dw3x3_{s}_fwd_bias", out_dtype=lambda x, w, b: x, func_type="aot",
-                        out_shape=lambda x, w, b: (x[0], x[1], (x[2] - 1) // stride + 1, (x[3] - 1) // stride + 1))
-        _OPS[(stride, bias)] = op
-        return op
+        return ops.Custom(f"{lib}:dw3x3_{s}_fwd_bias", out_dtype=lambda x, w, b: x, func_type="aot",
+                          out_shape=lambda x, w, b: (x[0], x[1], (x[2] - 1) // stride + 1, (x[3] - 1) // stride + 1))
 
     def out_shape(x, w):
         return (x[0], x[1], (x[2] - 1) // stride + 1, (x[3] - 1) // stride + 1)
@@ -105,7 +129,115 @@ def depthwise3x3(stride: int, bias: bool = False):
     def bprop(x, w, out, dout):
         return grad_x(dout, w, x), grad_w(dout, x)
 
-    op = ops.Custom(f"{lib}:dw3x3_{s}_fwd", out_shape=out_shape, out_dtype=lambda x, w: x, func_type="aot",
-                    bprop=bprop)
-    _OPS[(stride, bias)] = op
-    return op
+    return ops.Custom(f"{lib}:dw3x3_{s}_fwd", out_shape=out_shape, out_dtype=lambda x, w: x, func_type="aot",
+                      bprop=bprop)
+
+
+def _zeros_like(*tensors):
+    return tuple(ops.zeros_like(t) for t in tensors)
+
+
+def batchnorm_train(relu: bool):
+    """``op(x, gamma, beta, moving_mean, moving_variance, hyper)`` -> ``(y, mean, rstd, new_moving_mean,
+    new_moving_variance)``: training-mode BatchNorm of NCHW float32 ``x`` with the batch statistics, followed by
+    a ReLU when ``relu``; ``hyper`` = ``[eps, momentum]`` (float32) with nn.BatchNorm2d's meaning (moving =
+    momentum * moving + (1 - momentum) * batch statistic, unbiased variance). The gradient flows to x, gamma
+    and beta only; the caller assigns the new moving statistics. None if unavailable."""
+    return _cached(("bn", relu), lambda lib: _batchnorm_train(lib, relu))
+
+
+def _batchnorm_train(lib: str, relu: bool):
+    name = "bn_relu_train" if relu else "bn_train"
+    grad = ops.Custom(f"{lib}:{name}_bwd", out_shape=lambda dy, x, g, b, m, r: (x, g, g),
+                      out_dtype=lambda dy, x, g, b, m, r: (x, g, g), func_type="aot")
+
+    def bprop(x, gamma, beta, mm, mv, hyper, out, dout):
+        dx, dgamma, dbeta = grad(dout[0], x, gamma, beta, out[1], out[2])
+        return (dx, dgamma, dbeta) + _zeros_like(mm, mv, hyper)
+
+    return ops.Custom(f"{lib}:{name}_fwd", out_shape=lambda x, g, b, mm, mv, h: (x, g, g, g, g),
+                      out_dtype=lambda x, g, b, mm, mv, h: (x, g, g, g, g), func_type="aot", bprop=bprop)
+
+
+def bn_relu_maxpool():
+    """``op(z, gamma, beta, moving_mean, moving_variance, hyper)`` -> ``(pooled, mean, rstd, new_moving_mean,
+    new_moving_variance, index)``: ``batchnorm_train(relu=True)`` followed by a 3x3 stride-2 max pool with
+    padding 1 (MindSpore's ``nn.MaxPool2d(3, 2, pad_mode="pad", padding=1)``), in one pass over the pooled map;
+    ``index`` (int32) is where each maximum came from, for the gradient. None if unavailable."""
+    return _cached(("bn_relu_maxpool",), _bn_relu_maxpool)
+
+
+def _bn_relu_maxpool(lib: str):
+    grad = ops.Custom(f"{lib}:bn_relu_maxpool_bwd", out_shape=lambda dp, z, i, g, b, m, r: (z, g, g),
+                      out_dtype=lambda dp, z, i, g, b, m, r: (z, g, g), func_type="aot")
+
+    def bprop(z, gamma, beta, mm, mv, hyper, out, dout):
+        dz, dgamma, dbeta = grad(dout[0], z, out[5], gamma, beta, out[1], out[2])
+        return (dz, dgamma, dbeta) + _zeros_like(mm, mv, hyper)
+
+    def out_shape(z, g, b, mm, mv, h):
+        pooled = (z[0], z[1], (z[2] - 1) // 2 + 1, (z[3] - 1) // 2 + 1)
+        return pooled, g, g, g, g, pooled
+
+    return ops.Custom(f"{lib}:bn_relu_maxpool_fwd", out_shape=out_shape,
+                      out_dtype=lambda z, g, b, mm, mv, h: (z, g, g, g, g, ms.int32), func_type="aot", bprop=bprop)
+
+
+def shuffle_split():
+    """``op(x)`` -> ``(x[:, 0::2], x[:, 1::2])`` for NCHW ``x`` with 4-byte elements and an even channel count,
+    with its gradient (the two halves interleaved back). None if unavailable."""
+    return _cached(("shuffle_split",), _shuffle_split)
+
+
+def _shuffle_split(lib: str):
+    def merged(a, b):
+        return a[0], a[1] * 2, a[2], a[3]
+
+    merge = ops.Custom(f"{lib}:shuffle_merge", out_shape=merged, out_dtype=lambda a, b: a, func_type="aot")
+
+    def bprop(x, out, dout):
+        return (merge(dout[0], dout[1]),)
+
+    def halves(x):
+        half = (x[0], x[1] // 2, x[2], x[3])
+        return half, half
+
+    return ops.Custom(f"{lib}:shuffle_split", out_shape=halves, out_dtype=lambda x: (x, x), func_type="aot",
+                      bprop=bprop)
+
+
+def cat_shuffle_split():
+    """``op(a, b)`` -> ``shuffle_split()(concat((a, b), 1))`` without the concat (NCHW, 4-byte elements, the
+    channel counts adding up to an even number), with its gradient. None if unavailable."""
+    return _cached(("cat_shuffle_split",), _cat_shuffle_split)
+
+
+def _cat_shuffle_split(lib: str):
+    merge = ops.Custom(f"{lib}:cat_shuffle_merge", out_shape=lambda e, o, a, b: (a, b),
+                       out_dtype=lambda e, o, a, b: (a, b), func_type="aot")
+
+    def bprop(a, b, out, dout):
+        return merge(dout[0], dout[1], a, b)
+
+    def halves(a, b):
+        half = (a[0], (a[1] + b[1]) // 2, a[2], a[3])
+        return half, half
+
+    return ops.Custom(f"{lib}:cat_shuffle_split", out_shape=halves, out_dtype=lambda a, b: (a, a),
+                      func_type="aot", bprop=bprop)
+
+
+def global_avg_pool():
+    """``op(x)`` -> ``x.mean((2, 3))`` for NCHW float32 ``x``, with its gradient. None if unavailable."""
+    return _cached(("global_avg_pool",), _global_avg_pool)
+
+
+def _global_avg_pool(lib: str):
+    grad = ops.Custom(f"{lib}:global_avg_pool_bwd", out_shape=lambda dy, x: x, out_dtype=lambda dy, x: x,
+                      func_type="aot")
+
+    def bprop(x, out, dout):
+        return (grad(dout, x),)
+
+    return ops.Custom(f"{lib}:global_avg_pool_fwd", out_shape=lambda x: (x[0], x[1]), out_dtype=lambda x: x,
+                      func_type="aot", bprop=bprop)

@@ -5,9 +5,11 @@ import pytest
 import mindspore as ms
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
-from mindshuffle.layers import ConvBNAct, ZeroPadMaxPool, fuse_model
+from conftest import randomize
+
+from mindshuffle.layers import ChannelSplit, ConvBNAct, ZeroPadMaxPool, fuse_model
 from mindshuffle.models.shufflenet_v2 import ShuffleNetV2
-from mindshuffle.native import depthwise3x3
+from mindshuffle.native import batchnorm_train, bn_relu_maxpool, depthwise3x3, global_avg_pool, shuffle_split
 
 RNG = np.random.default_rng(7)
 
@@ -117,12 +119,153 @@ def test_zero_pad_max_pool_equals_padded_pool(size):
     np.testing.assert_allclose(outs[0][1], outs[1][1], atol=1e-6)
 
 
+class _Stem(nn.Cell):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def construct(self, x):
+        return self.net.stem(x)
+
+
+def _train_twins(make, native_off, x, r):
+    """Two copies of ``make()`` with the same random parameters and BN statistics, one with ``native_off``
+    applied; one training-mode forward + gradient each. Returns [(output, input grad, param grads, moving
+    statistics, eval-mode output after the step)] for (native, plain)."""
+    nets = [make(), make()]
+    native_off(nets[1])
+    for p in nets[0].get_parameters():
+        lo, hi = (0.5, 1.5) if ("gamma" in p.name or "variance" in p.name) else (-0.5, 0.5)
+        p.set_data(Tensor(RNG.uniform(lo, hi, p.shape).astype(np.float32)))
+    ms.load_param_into_net(nets[1], {p.name: Parameter(Tensor(p.asnumpy()), name=p.name)
+                                     for p in nets[0].get_parameters()})
+    out = []
+    for net in nets:
+        net.set_train(True)
+        y, (gx, gp) = _Grads(net, r)(x)
+        moving = [p.asnumpy() for p in net.get_parameters() if "moving" in p.name]
+        net.set_train(False)
+        out.append((y.asnumpy(), gx[0].asnumpy(), [g.asnumpy() for g in gp], moving, net(x).asnumpy()))
+    return out
+
+
+def _assert_twins_close(fast, plain, tol=1e-4):
+    for what, a, b in zip(("output", "input gradient"), fast, plain):
+        _close(a, b, tol, what)
+    for k, (a, b) in enumerate(zip(fast[2], plain[2])):
+        _close(a, b, tol, f"parameter gradient {k}")
+    assert len(fast[3]) == len(plain[3]) > 0
+    for a, b in zip(fast[3], plain[3]):
+        _close(a, b, 1e-5, "moving statistics", floor=1.0)
+    _close(fast[4], plain[4], 1e-5, "eval output after the step")
+
+
+@pytest.mark.parametrize("act,kernel,groups", [("relu", 1, 1), (None, 3, 6), ("relu", 3, 1), ("hswish", 1, 1)])
+def test_native_batchnorm_matches_nn_batchnorm(act, kernel, groups):
+    """ConvBNAct's native training BatchNorm (+ fused ReLU) against nn.BatchNorm2d (+ nn.ReLU): output,
+    gradients w.r.t. input, conv weight, gamma and beta, the moving statistics, and eval mode afterwards."""
+    if batchnorm_train(True) is None:
+        pytest.skip("native kernels unavailable (no C++ compiler?)")
+
+    def make():
+        return ConvBNAct(6, 6, kernel, groups=groups, act=act)
+
+    def native_off(cell):
+        cell.native_bn = False
+
+    assert make().native_bn == (act != "hswish")
+    x = Tensor(RNG.normal(1.0, 2.0, (3, 6, 9, 10)).astype(np.float32))
+    r = Tensor(RNG.standard_normal((3, 6, 9, 10)).astype(np.float32))
+    _assert_twins_close(*_train_twins(make, native_off, x, r))
+
+
+@pytest.mark.parametrize("size", [(16, 16), (18, 18), (17, 22)])  # conv1 output even, odd, mixed
+def test_native_stem_matches_plain_stem(size):
+    """conv1 + the native BN + ReLU + max pool kernel against conv1 + nn.BatchNorm2d + ReLU + padded pool."""
+    if bn_relu_maxpool() is None:
+        pytest.skip("native kernels unavailable (no C++ compiler?)")
+
+    def make():
+        return _Stem(_small())
+
+    def native_off(cell):
+        _plain(cell.net)
+
+    assert make().net.stem_op is not None
+    h, w = size
+    x = Tensor(RNG.standard_normal((2, 3, h, w)).astype(np.float32))
+    r = Tensor(RNG.standard_normal(make()(x).shape).astype(np.float32))  # an upstream gradient of the output's shape
+    _assert_twins_close(*_train_twins(make, native_off, x, r))
+
+
+class _Cat(nn.Cell):
+    """Both halves of a ChannelSplit, concatenated, times a fixed random tensor (distinct gradients per half).
+    ``ca``: the split's input given as two parts, ``split_concat(x[:, :ca], x[:, ca:])``."""
+
+    def __init__(self, split, r, ca=0):
+        super().__init__()
+        self.split, self.r, self.ca = split, r, ca
+
+    def construct(self, x):
+        if self.ca:
+            a, b = self.split.split_concat(x[:, :self.ca], x[:, self.ca:])
+        else:
+            a, b = self.split(x)
+        return ops.concat((a, b * 2.0), 1) * self.r
+
+
+# 0: one tensor; else the channels of the two parts: equal, and unequal (megvii's first down-sampling unit)
+@pytest.mark.parametrize("ca", [0, 6, 4, 9])
+def test_native_shuffle_split_matches_transpose(ca):
+    if shuffle_split() is None:
+        pytest.skip("native kernels unavailable (no C++ compiler?)")
+    x = RNG.standard_normal((2, 12, 5, 7)).astype(np.float32)
+    r = Tensor(RNG.standard_normal((2, 12, 5, 7)).astype(np.float32))
+    outs = []
+    for native in (True, False):
+        split = ChannelSplit(12)
+        split.native = native
+        net = _Cat(split, r, ca)
+        net.set_train(True)
+        outs.append((net(Tensor(x)).asnumpy(), _InputGrad(net, r)(Tensor(x)).asnumpy()))
+    np.testing.assert_array_equal(outs[0][0], outs[1][0])
+    np.testing.assert_array_equal(outs[0][1], outs[1][1])
+    ref = np.concatenate((x[:, 0::2], 2 * x[:, 1::2]), 1) * r.asnumpy()  # even channels first (megvii order)
+    np.testing.assert_allclose(outs[0][0], ref, rtol=1e-6)
+
+
+class _Pool(nn.Cell):
+    def __init__(self, native):
+        super().__init__()
+        self.op = global_avg_pool() if native else None
+
+    def construct(self, x):
+        if self.op is not None:
+            return self.op(x)
+        return ops.mean(x, (2, 3))
+
+
+def test_native_global_avg_pool_matches_mean():
+    if global_avg_pool() is None:
+        pytest.skip("native kernels unavailable (no C++ compiler?)")
+    x = Tensor(RNG.standard_normal((3, 5, 7, 6)).astype(np.float32))
+    r = Tensor(RNG.standard_normal((3, 5)).astype(np.float32))
+    (y, gx), (y_ref, gx_ref) = [(_Pool(native)(x).asnumpy(), _InputGrad(_Pool(native), r)(x).asnumpy())
+                                for native in (True, False)]
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(gx, gx_ref, rtol=1e-6, atol=1e-7)
+
+
 def _plain(net):
-    """Switch ``net`` to the plain layers: nn.Conv2d depthwise, MindSpore's padded max pool."""
+    """Switch ``net`` to the plain layers: nn.Conv2d depthwise, nn.BatchNorm2d, MindSpore's padded max pool,
+    transpose + split, concat, ops.mean."""
     for _, cell in net.cells_and_names():
         if isinstance(cell, ConvBNAct):
+            cell.native = cell.native_bn = False
+        elif isinstance(cell, ChannelSplit):
             cell.native = False
-    net.pad_pool = None
+    net.pad_pool = net.stem_op = None
+    net.native_pool = net.native_stages = False
     return net
 
 
@@ -139,14 +282,12 @@ def _small(**kw):
     return ShuffleNetV2(widths=(8, 16, 32, 64, 128), repeats=(2, 2, 1), num_classes=10, **kw)
 
 
-def _twin_models(**kw):
+def _twin_models(make_plain=None, **kw):
     fast = _small(**kw)
-    plain = _plain(_small(**kw))
-    for p in fast.get_parameters():  # random BN statistics so that folding has something to fold
-        if "moving_mean" in p.name or "beta" in p.name:
-            p.set_data(Tensor(RNG.normal(0, 0.3, p.shape).astype(np.float32)))
-        elif "moving_variance" in p.name or "gamma" in p.name:
-            p.set_data(Tensor(RNG.uniform(0.5, 1.5, p.shape).astype(np.float32)))
+    plain = make_plain() if make_plain else _plain(_small(**kw))
+    # fixed random weights and BN statistics (something to fold): the comparisons are deterministic, as float32
+    # rounding can flip a ReLU mask or a max-pool choice for a rare value at the edge in either path
+    randomize(fast)
     ms.load_param_into_net(plain, {p.name: Parameter(Tensor(p.asnumpy()), name=p.name)
                                    for p in fast.get_parameters()})
     return fast, plain
@@ -192,3 +333,44 @@ def test_shufflenet_v2_fast_paths_eval_and_folded(size):
     assert not plain.stem_folded and plain.pad_pool is None
     assert not any(c.native for _, c in plain.cells_and_names() if isinstance(c, ConvBNAct))
     _close(plain(x).asnumpy(), ref, 1e-4, "folded plain")
+
+
+def test_training_step_native_equals_native_off(monkeypatch):
+    """Two whole training steps (loss, backward, SGD momentum, BN statistics) with every native kernel and with
+    MINDSHUFFLE_NATIVE=0 (MindSpore's layers only) give the same loss and parameters."""
+    _native_or_skip()
+
+    def make_plain():
+        monkeypatch.setenv("MINDSHUFFLE_NATIVE", "0")
+        try:
+            return _small()
+        finally:
+            monkeypatch.delenv("MINDSHUFFLE_NATIVE")
+
+    fast, plain = _twin_models(make_plain)
+    assert plain.stem_op is None and fast.stem_op is not None
+    assert fast.native_pool and not plain.native_pool
+    assert fast.native_stages and not plain.native_stages
+    for net, on in ((fast, True), (plain, False)):
+        for _, cell in net.cells_and_names():
+            if isinstance(cell, ConvBNAct):
+                assert cell.native_bn == on and (cell.native == on or cell.groups == 1)
+            elif isinstance(cell, ChannelSplit):
+                assert cell.native == on
+    x = Tensor(RNG.standard_normal((4, 3, 64, 64)).astype(np.float32))
+    y = Tensor(RNG.integers(0, 10, 4).astype(np.int32))
+    before = {p.name: p.asnumpy() for p in plain.get_parameters()}
+    losses = []
+    for net in (fast, plain):
+        loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
+        opt = nn.Momentum(net.trainable_params(), learning_rate=0.01, momentum=0.9)
+        step = nn.TrainOneStepCell(nn.WithLossCell(net, loss), opt)
+        step.set_train(True)
+        losses.append([float(step(x, y).asnumpy()) for _ in range(2)])
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+    for p, q in zip(fast.get_parameters(), plain.get_parameters()):
+        assert p.name == q.name
+        if "moving" in p.name:
+            _close(p.asnumpy(), q.asnumpy(), 1e-4, p.name)
+        else:  # the updates, like the gradients in test_shufflenet_v2_fast_paths_train_mode
+            _close(p.asnumpy() - before[p.name], q.asnumpy() - before[p.name], 1e-3, p.name)

@@ -2,8 +2,11 @@
 authors' initialisation."""
 from __future__ import annotations
 
+import mindspore as ms
 from mindspore import Tensor, nn, ops
 from mindspore.common import initializer as init
+
+from ..native import global_avg_pool
 
 __all__ = ["ClassifierNet", "init_like_authors"]
 
@@ -18,8 +21,19 @@ class ClassifierNet(nn.Cell):
 
     classifier_bias = False
 
+    def __init__(self):
+        super().__init__()
+        # training on CPU in float32: the native global average pool (mindshuffle.native), cheaper backward
+        self.pool_op = global_avg_pool()
+        self.native_pool = self.pool_op is not None
+
+    def global_pool(self, x: Tensor) -> Tensor:
+        if self.training and self.native_pool and x.dtype == ms.float32:
+            return self.pool_op(x)
+        return ops.mean(x, (2, 3))
+
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = ops.mean(x, (2, 3))
+        x = self.global_pool(x)
         if pre_logits:
             return x
         return self.classifier(self.dropout(x))

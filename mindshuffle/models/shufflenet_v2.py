@@ -12,10 +12,12 @@ The channel shuffle is fused into the split at each unit's input (see ``layers.C
 from __future__ import annotations
 
 import numpy as np
+import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from .base import ClassifierNet, init_like_authors
 from ..layers import ChannelSplit, ConvBNAct, SqueezeExcite, ZeroPadMaxPool
+from ..native import bn_relu_maxpool
 from ..registry import register_model
 
 __all__ = ["ShuffleUnitV2", "ShuffleNetV2", "STAGE_WIDTHS"]
@@ -82,6 +84,15 @@ class ShuffleUnitV2(nn.Cell):
             return ops.concat((x_proj, self.branch_main(x_main)), 1)
         return ops.concat((self.branch_proj(x), self.branch_main(x)), 1)
 
+    def parts(self, x):
+        """``construct`` without its final concat: the two branch outputs. A basic unit takes its input as such
+        a pair too (the previous unit's), so that the concat and the next split are one copy (ShuffleNetV2's
+        training fast path)."""
+        if self.stride == 1:
+            x_proj, x_main = self.split.split_concat(x[0], x[1])
+            return x_proj, self.branch_main(x_main)
+        return self.branch_proj(x), self.branch_main(x)
+
 
 class ShuffleNetV2(ClassifierNet):
     """ShuffleNet V2 classifier / backbone.
@@ -120,6 +131,8 @@ class ShuffleNetV2(ClassifierNet):
             self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="pad", padding=1)
         # the same pool as zero padding + unpadded pool (conv1 ends in a ReLU), ~3x faster on CPU
         self.pad_pool = None if maxpool_same else ZeroPadMaxPool(3, 2, 1)
+        # training: conv1's BatchNorm + ReLU + the padded pool as one native CPU kernel (mindshuffle.native)
+        self.stem_op = None if maxpool_same or not self.conv1.bn_relu else bn_relu_maxpool()
         self.stem_folded = False
         c_in = widths[0]
         stages = []
@@ -130,6 +143,8 @@ class ShuffleNetV2(ClassifierNet):
             stages.append(nn.SequentialCell(units))
             c_in = c_out
         self.stage2, self.stage3, self.stage4 = stages
+        # training: units pass on their two branches, the concat fused into the next unit's split (native only)
+        self.native_stages = all(unit.split.native for stage in stages for unit in stage if unit.stride == 1)
         self.conv5 = ConvBNAct(c_in, widths[4], 1)
         self.drop_rate = drop_rate
         self.dropout = nn.Dropout(p=drop_rate) if drop_rate > 0 else nn.Identity()
@@ -147,6 +162,8 @@ class ShuffleNetV2(ClassifierNet):
     def stem(self, x: Tensor) -> Tensor:
         if self.stem_folded:
             return self._folded_stem(x)
+        if self.training and self.stem_op is not None and not self.conv1.fused and x.dtype == ms.float32:
+            return self.conv1.train_bn(self.stem_op, self.conv1.conv(x))
         if self.pad_pool is not None:
             return self.pad_pool(self.conv1(x))
         return self.maxpool(self.conv1(x))
@@ -186,8 +203,18 @@ class ShuffleNetV2(ClassifierNet):
 
     def forward_features(self, x: Tensor) -> Tensor:
         x = self.stem(x)
-        x = self.stage4(self.stage3(self.stage2(x)))
+        if self.training and self.native_stages and x.dtype == ms.float32:
+            x = self._stage_parts(self.stage4, self._stage_parts(self.stage3, self._stage_parts(self.stage2, x)))
+        else:
+            x = self.stage4(self.stage3(self.stage2(x)))
         return self.conv5(x)
+
+    def _stage_parts(self, stage: nn.SequentialCell, x: Tensor) -> Tensor:
+        """``stage(x)`` with the units passing their outputs on as branch pairs (``ShuffleUnitV2.parts``)."""
+        parts = x
+        for unit in stage.cell_list:  # a down-sampling unit (takes x), then basic units (take a pair)
+            parts = unit.parts(parts)
+        return ops.concat(parts, 1)
 
     def stages(self) -> list:
         return [self.stage2, self.stage3, self.stage4]
