@@ -18,7 +18,7 @@ median (or, with ``statistic="min"``, fastest) is reported. The device is synchr
     peak_rss_mb() -> float                     the process's resident-memory high-water mark so far (MiB)
     mindcv_name(name) -> str | None            MindCV's model of the same name (or alias), if MindCV has one
     benchmark_model(name, batch_sizes=(1, 8), train_batch_size=8, image_size=224, warmup=2, repeats=5,
-                    reference=True, isolate=False, statistic="median")
+                    reference=True, isolate=False, statistic="median", fuse="fast")
         -> {"model", "params_M", "flops_M", "latency_ms", "throughput": {bs: img/s}, "train_img_per_s",
             "compile_s", "peak_rss_mb", "reference": {same keys for MindCV's model} | None}
     run_isolated(fn, *args, **kwargs)          call fn in a fresh spawned process (own compile cache and
@@ -173,11 +173,17 @@ def mindcv_name(name: str) -> str | None:
     return next((c for c in candidates if c in known), None)
 
 
+FUSE_CHOICES = ("fast", "plain", "none")
+
+
 def _measure_net(build, batch_sizes, train_batch_size, image_size, num_classes, warmup, repeats,
-                 statistic) -> dict:
+                 statistic, fuse="none") -> dict:
     out: dict = dict(throughput={}, ms_per_batch={})
     net = build()
     out["params_M"] = sum(int(np.prod(p.shape)) for p in net.trainable_params()) / 1e6
+    if fuse != "none":  # inference as deployed: BatchNorm folded (and the native CPU kernels with "fast")
+        from .layers import fuse_model
+        fuse_model(net, fast=fuse == "fast")
     compile_s = None
     for bs in batch_sizes:
         r = inference(net, bs, image_size, warmup=warmup, repeats=repeats, statistic=statistic)
@@ -202,19 +208,25 @@ def _measure_net(build, batch_sizes, train_batch_size, image_size, num_classes, 
 
 def benchmark_model(name: str, batch_sizes=(1, 8), train_batch_size: int = 8, image_size: int = 224,
                     num_classes: int = 1000, warmup: int = 2, repeats: int = 5, reference: bool = True,
-                    isolate: bool = False, statistic: str = "median") -> dict:
+                    isolate: bool = False, statistic: str = "median", fuse: str = "fast") -> dict:
     """Latency (batch 1), throughput per batch size, training-step throughput, compile time and peak memory of
     the registered model ``name``, and the same for MindCV's model of that name when ``reference`` and MindCV
     has it. ``isolate`` runs each network in its own process (fair compile times and memory peaks).
-    Unknown names raise ``registry.UnknownModelError`` before anything runs. ``statistic`` as in ``inference``."""
+    ``fuse``: how mindshuffle's model runs inference - "fast" (``layers.fuse_model(net, fast=True)``: BatchNorm
+    folded, native CPU kernels), "plain" (folded, plain MindSpore ops, as exported) or "none" (as trained);
+    MindCV's model always runs as it ships. Unknown names raise ``registry.UnknownModelError`` before anything
+    runs. ``statistic`` as in ``inference``."""
     from .registry import model_info
 
     info = model_info(name)  # fails fast on unknown names
     _stat({"median_ms": 1.0, "min_ms": 1.0}, statistic)  # validate before spending minutes
+    if fuse not in FUSE_CHOICES:
+        raise ValueError(f"fuse {fuse!r}: choose one of {FUSE_CHOICES}")
     args = (batch_sizes, train_batch_size, image_size, num_classes, warmup, repeats, statistic)
     call = (lambda *a: run_isolated(_measure_one, *a)) if isolate else _measure_one
-    res = call("mindshuffle", info.name, *args)
-    res.update(model=info.name, flops_M=info.flops, image_size=image_size, train_batch_size=train_batch_size)
+    res = call("mindshuffle", info.name, *args, fuse)
+    res.update(model=info.name, flops_M=info.flops, image_size=image_size, train_batch_size=train_batch_size,
+               fuse=fuse)
     ref_name = mindcv_name(name) if reference else None
     res["reference"] = None
     if ref_name:
@@ -225,7 +237,7 @@ def benchmark_model(name: str, batch_sizes=(1, 8), train_batch_size: int = 8, im
 
 
 def _measure_one(source: str, name: str, batch_sizes, train_batch_size, image_size, num_classes, warmup,
-                 repeats, statistic="median") -> dict:
+                 repeats, statistic="median", fuse="none") -> dict:
     if source == "mindcv":
         import mindcv
 
@@ -237,7 +249,7 @@ def _measure_one(source: str, name: str, batch_sizes, train_batch_size, image_si
         def build():
             return create_model(name, num_classes=num_classes)
     out = _measure_net(build, tuple(batch_sizes), train_batch_size, image_size, num_classes, warmup, repeats,
-                       statistic)
+                       statistic, fuse)
     out["peak_rss_mb"] = peak_rss_mb()
     return out
 

@@ -186,6 +186,8 @@ def _init_context(cfg: Recipe) -> tuple:
         os.environ.setdefault("MS_COMPILER_CACHE_PATH", os.path.join(cfg.ckpt_save_dir, "compile_cache"))
     if not cfg.distribute:
         return 0, 1
+    if cfg.device_target == "CPU":  # ranks on one machine share its cores: one thread each in native kernels
+        os.environ.setdefault("MINDSHUFFLE_THREADS", "1")
     from mindspore.communication import get_group_size, get_rank, init
     started = time.time()
     try:

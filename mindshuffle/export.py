@@ -90,7 +90,7 @@ def make_exportable(net: nn.Cell, fuse: bool = True) -> nn.Cell:
         # V2's CPU-fast stem (its own zero padding, folded into conv1 after fusing) uses ops ONNX export
         # cannot express; the plain stem below computes the same
         net.pad_pool = None
-        net.stem_folded = False
+        net.stem_folded = net.fast_infer = False
         pool = None
         net.maxpool = nn.SequentialCell([_zero_pad(), nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="valid")])
     if isinstance(pool, nn.MaxPool2d) and str(getattr(pool, "pad_mode", "")).upper() == "PAD":

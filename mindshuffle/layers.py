@@ -9,7 +9,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
-from .native import batchnorm_train, cat_shuffle_split, depthwise3x3, shuffle_split
+from .native import act_cat_split, batchnorm_train, cat_shuffle_split, depthwise3x3, shuffle_split
 
 __all__ = ["ConvBNAct", "ChannelSplit", "channel_shuffle", "SqueezeExcite", "ZeroPadMaxPool", "fuse_conv_bn",
            "fuse_model"]
@@ -45,10 +45,11 @@ class ConvBNAct(nn.Cell):
         self.use_act = self.act is not None
         self.fused = False
         # 3x3 depthwise: the native CPU kernel (mindshuffle.native), same weight, ~3x faster than nn.Conv2d's
-        self.dw_op = self.dw_bias_op = None
+        self.dw_op = self.dw_bias_op = self.dw_act_op = None
         if groups == in_channels == out_channels and kernel_size == 3:
             self.dw_op = depthwise3x3(stride)
             self.dw_bias_op = depthwise3x3(stride, bias=True)
+            self.dw_act_op = depthwise3x3(stride, bias=True, act_in=True)
         self.native = self.dw_op is not None and self.dw_bias_op is not None
         # training-mode BatchNorm (+ the ReLU after it): the native CPU kernel, same parameters and statistics
         self.bn_relu = isinstance(self.act, nn.ReLU)
@@ -74,6 +75,16 @@ class ConvBNAct(nn.Cell):
         if self.use_act:
             x = self.act(x)
         return x
+
+    # the CPU inference path of folded networks (ShuffleNetV2.on_fused): a 1x1 conv + ReLU layer leaves its bias
+    # and ReLU to the kernel that reads its output next (a depthwise conv, a shuffle, a concat, the pool)
+    def conv_pre_act(self, x: Tensor) -> Tensor:
+        """A folded layer's convolution without its bias: the pre-activation less the bias."""
+        return self.conv.conv2d(x, self.conv.weight)
+
+    def dw_after(self, x: Tensor, bias_in: Tensor) -> Tensor:
+        """This folded depthwise layer applied to ``relu(x + bias_in)`` (one native kernel)."""
+        return self.dw_act_op(x, bias_in, self.conv.weight, self.conv.bias)
 
     def train_bn(self, op, x: Tensor) -> Tensor:
         """A native training-mode BatchNorm ``op`` (``mindshuffle.native``) on ``x`` with this layer's BN
@@ -176,6 +187,7 @@ class ChannelSplit(nn.Cell):
         self.split_op = shuffle_split()
         self.cat_split_op = cat_shuffle_split()
         self.native = self.split_op is not None and self.cat_split_op is not None
+        self.act_split_op = act_cat_split()  # inference of folded networks: see ``act_split``
 
     def construct(self, x: Tensor):
         if self.training and self.native and x.dtype == ms.float32:
@@ -196,6 +208,11 @@ class ChannelSplit(nn.Cell):
             e, o = self.cat_split_op(a, b)
             return e, o
         return self.construct(ops.concat((a, b), 1))
+
+    def act_split(self, a: Tensor, bias_a: Tensor, b: Tensor, bias_b: Tensor):
+        """``self(concat((relu(a + bias_a), relu(b + bias_b)), 1))`` in one native copy (inference)."""
+        e, o = self.act_split_op(a, bias_a, b, bias_b)
+        return e, o
 
 
 class GroupShuffle(nn.Cell):

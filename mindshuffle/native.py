@@ -12,7 +12,10 @@ from ``csrc/*.cc`` (one library) with the system C++ compiler the first time one
 - ``bn_relu_maxpool``: the ShuffleNet stem's BatchNorm + ReLU + 3x3 stride-2 max pool (padding 1), same file;
 - ``shuffle_split``: ShuffleNet V2's channel shuffle + split into even and odd channels (``csrc/shuffle.cc``);
   ``cat_shuffle_split``: the same on the concatenation of two tensors, without making it;
-- ``global_avg_pool``: the classifier head's global average pool (``csrc/pool.cc``).
+- ``global_avg_pool``: the classifier head's global average pool (``csrc/pool.cc``);
+- for inference with folded BatchNorm (``csrc/infer.cc``, no gradients): ``act_cat_split``, ``act_cat`` and
+  ``act_avgpool`` apply a 1x1 conv's bias and ReLU while they shuffle, concatenate or pool its output
+  (``depthwise3x3(..., act_in=True)`` while it pads it), and ``stem_conv_pool`` is conv1 + bias + ReLU + max pool.
 When there is no compiler, the target is not CPU, or ``MINDSHUFFLE_NATIVE=0``, they return ``None`` and callers
 keep MindSpore's layers; both compute the same (tests/test_speed_paths.py).
 """
@@ -29,10 +32,10 @@ import mindspore as ms
 from mindspore import ops
 
 __all__ = ["depthwise3x3", "batchnorm_train", "bn_relu_maxpool", "shuffle_split", "cat_shuffle_split", "global_avg_pool",
-           "native_enabled"]
+           "act_cat_split", "act_cat", "act_avgpool", "stem_conv_pool", "native_enabled"]
 
 _CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
-_SRCS = [os.path.join(_CSRC, name) for name in ("dwconv3x3.cc", "batchnorm.cc", "shuffle.cc", "pool.cc")]
+_SRCS = [os.path.join(_CSRC, name) for name in ("dwconv3x3.cc", "batchnorm.cc", "shuffle.cc", "pool.cc", "infer.cc")]
 _HEADERS = [os.path.join(_CSRC, "parallel.h")]
 _FLAGS = os.environ.get("MINDSHUFFLE_CXXFLAGS", "-O3 -march=native -fopenmp-simd -shared -fPIC").split()
 _LIB: list = []  # [path or None] once tried
@@ -104,16 +107,21 @@ def _cached(key, build):
     return _OPS[key]
 
 
-def depthwise3x3(stride: int, bias: bool = False):
+def depthwise3x3(stride: int, bias: bool = False, act_in: bool = False):
     """``op(x, weight)``: 3x3 depthwise conv, padding 1, NCHW float32, weight (C, 1, 3, 3), with its gradient;
-    ``bias=True``: ``op(x, weight, bias)`` for inference (no gradient). None if unavailable."""
+    ``bias=True``: ``op(x, weight, bias)`` for inference (no gradient); ``act_in=True``: ``op(x, bias_in, weight,
+    bias)``, the conv of ``relu(x + bias_in)`` (inference). None if unavailable."""
     if stride not in (1, 2):
         return None
-    return _cached((stride, bias), lambda lib: _depthwise3x3(lib, stride, bias))
+    return _cached((stride, bias, act_in), lambda lib: _depthwise3x3(lib, stride, bias, act_in))
 
 
-def _depthwise3x3(lib: str, stride: int, bias: bool):
+def _depthwise3x3(lib: str, stride: int, bias: bool, act_in: bool):
     s = f"s{stride}"
+    if act_in:
+        return ops.Custom(f"{lib}:dw3x3_{s}_fwd_act", out_dtype=lambda x, bi, w, b: x, func_type="aot",
+                          out_shape=lambda x, bi, w, b: (x[0], x[1], (x[2] - 1) // stride + 1,
+                                                         (x[3] - 1) // stride + 1))
     if bias:
         return ops.Custom(f"{lib}:dw3x3_{s}_fwd_bias", out_dtype=lambda x, w, b: x, func_type="aot",
                           out_shape=lambda x, w, b: (x[0], x[1], (x[2] - 1) // stride + 1, (x[3] - 1) // stride + 1))
@@ -241,3 +249,41 @@ def _global_avg_pool(lib: str):
 
     return ops.Custom(f"{lib}:global_avg_pool_fwd", out_shape=lambda x: (x[0], x[1]), out_dtype=lambda x: x,
                       func_type="aot", bprop=bprop)
+
+
+# -- inference with folded BatchNorm (csrc/infer.cc): no gradients --------------------------------------------
+
+def act_cat_split():
+    """``op(a, bias_a, b, bias_b)`` -> ``(e, o)``: ``shuffle_split()(concat((relu(a + bias_a), relu(b + bias_b)), 1))``
+    in one copy (biases per channel, broadcast over N, H, W). None if unavailable."""
+    def halves(a, ba, b, bb):
+        half = (a[0], (a[1] + b[1]) // 2, a[2], a[3])
+        return half, half
+
+    return _cached(("act_cat_split",), lambda lib: ops.Custom(
+        f"{lib}:act_cat_split", out_shape=halves, out_dtype=lambda a, ba, b, bb: (a, a), func_type="aot"))
+
+
+def act_cat():
+    """``op(a, bias_a, b, bias_b)`` -> ``concat((relu(a + bias_a), relu(b + bias_b)), 1)``. None if unavailable."""
+    return _cached(("act_cat",), lambda lib: ops.Custom(
+        f"{lib}:act_cat", out_shape=lambda a, ba, b, bb: (a[0], a[1] + b[1], a[2], a[3]),
+        out_dtype=lambda a, ba, b, bb: a, func_type="aot"))
+
+
+def act_avgpool():
+    """``op(x, bias)`` -> ``relu(x + bias).mean((2, 3))``. None if unavailable."""
+    return _cached(("act_avgpool",), lambda lib: ops.Custom(
+        f"{lib}:act_avgpool", out_shape=lambda x, b: (x[0], x[1]), out_dtype=lambda x, b: x, func_type="aot"))
+
+
+def stem_conv_pool():
+    """``op(x, weight, bias)``: 3x3 conv (stride 2, padding 1) + bias, ReLU, then a 3x3 stride-2 max pool with
+    padding 1, in one pass (the conv map is not written out). NCHW float32, weight (Co, Ci, 3, 3). None if
+    unavailable."""
+    def out_shape(x, w, b):
+        hc, wc = (x[2] - 1) // 2 + 1, (x[3] - 1) // 2 + 1
+        return x[0], w[0], (hc - 1) // 2 + 1, (wc - 1) // 2 + 1
+
+    return _cached(("stem_conv_pool",), lambda lib: ops.Custom(
+        f"{lib}:stem_conv_pool", out_shape=out_shape, out_dtype=lambda x, w, b: x, func_type="aot"))

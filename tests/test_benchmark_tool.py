@@ -70,6 +70,9 @@ def test_benchmark_model_with_reference():
     ref = r["reference"]
     assert ref["model"] == "shufflenet_v2_x0_5" and ref["params_M"] == pytest.approx(1.365792)
     assert ref["throughput"][1] > 0
+    assert r["fuse"] == "fast"  # mindshuffle's inference as deployed: folded, native kernels on CPU
+    with pytest.raises(ValueError, match="fuse 'folded'"):
+        B.benchmark_model("shufflenet_v2_x0_5", fuse="folded")
 
 
 def test_benchmark_tool_writes_outputs(tmp_path, capsys):
@@ -84,6 +87,7 @@ def test_benchmark_tool_writes_outputs(tmp_path, capsys):
     assert len(rows) == 2 and rows[1][0] == "shufflenet_v2_x0_5" and float(rows[1][4]) > 0
     data = json.loads((tmp_path / "b.json").read_text())
     assert data["results"][0]["reference"] is None and data["meta"]["isolate"] is True
+    assert data["meta"]["fuse"] == "fast" and "--fuse fast" in (tmp_path / "b.md").read_text()
     assert data["results"][0]["peak_rss_mb"] > 100
     assert (tmp_path / "b.md").read_text().startswith("| model |")
 

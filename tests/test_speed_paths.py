@@ -9,7 +9,8 @@ from conftest import randomize
 
 from mindshuffle.layers import ChannelSplit, ConvBNAct, ZeroPadMaxPool, fuse_model
 from mindshuffle.models.shufflenet_v2 import ShuffleNetV2
-from mindshuffle.native import batchnorm_train, bn_relu_maxpool, depthwise3x3, global_avg_pool, shuffle_split
+from mindshuffle.native import (act_avgpool, act_cat, act_cat_split, batchnorm_train, bn_relu_maxpool, depthwise3x3,
+                                global_avg_pool, shuffle_split, stem_conv_pool)
 
 RNG = np.random.default_rng(7)
 
@@ -316,7 +317,61 @@ def test_shufflenet_v2_fast_paths_train_mode():
             _close(p.asnumpy(), q.asnumpy(), 1e-4, p.name)
 
 
-@pytest.mark.parametrize("size", [64, 66])  # 66: the folded stem falls back (conv1 output of odd size)
+class _Call(nn.Cell):
+    """``fn(*inputs)`` as a graph (the native ops are graph-mode operators)."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def construct(self, *inputs):
+        return self.fn(*inputs)
+
+
+def _relu_bias(x, b):
+    return np.maximum(x + b.reshape(1, -1, 1, 1), 0)
+
+
+def test_inference_kernels_apply_the_pending_bias_and_relu():
+    """act_cat_split / act_cat / act_avgpool / depthwise(act_in) equal relu(x + bias) followed by the plain op."""
+    _native_or_skip()
+    a = RNG.standard_normal((3, 6, 5, 7)).astype(np.float32)
+    b = RNG.standard_normal((3, 4, 5, 7)).astype(np.float32)
+    ba, bb = RNG.standard_normal(6).astype(np.float32), RNG.standard_normal(4).astype(np.float32)
+    cat = np.concatenate([_relu_bias(a, ba), _relu_bias(b, bb)], 1)
+    inputs = [Tensor(v) for v in (a, ba, b, bb)]
+    e, o = _Call(act_cat_split())(*inputs)
+    np.testing.assert_array_equal(e.asnumpy(), cat[:, 0::2])
+    np.testing.assert_array_equal(o.asnumpy(), cat[:, 1::2])
+    np.testing.assert_array_equal(_Call(act_cat())(*inputs).asnumpy(), cat)
+    np.testing.assert_allclose(_Call(act_avgpool())(Tensor(a), Tensor(ba)).asnumpy(),
+                               _relu_bias(a, ba).mean((2, 3)), rtol=1e-6, atol=1e-6)
+    for stride in (1, 2):
+        x = RNG.standard_normal((2, 5, 9, 8)).astype(np.float32)
+        bin_, bias = RNG.standard_normal(5).astype(np.float32), RNG.standard_normal(5).astype(np.float32)
+        w = RNG.standard_normal((5, 1, 3, 3)).astype(np.float32)
+        got = _Call(depthwise3x3(stride, bias=True, act_in=True))(Tensor(x), Tensor(bin_), Tensor(w), Tensor(bias))
+        ref = _np_dw(_relu_bias(x, bin_), w, stride)[0] + bias.reshape(1, -1, 1, 1)
+        np.testing.assert_allclose(got.asnumpy(), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("size,cin,cout", [((224, 224), 3, 24), ((17, 22), 3, 11), ((5, 6), 1, 8), ((66, 65), 4, 3)])
+def test_native_stem_equals_conv_relu_maxpool(size, cin, cout):
+    """conv1 (3x3/2, pad 1) + bias + ReLU + max pool (3x3/2, pad 1) in one kernel, any size, any channel count
+    (blocks of output channels and their remainder)."""
+    _native_or_skip()
+    x = RNG.standard_normal((2, cin) + size).astype(np.float32)
+    w = RNG.standard_normal((cout, cin, 3, 3)).astype(np.float32)
+    b = RNG.standard_normal(cout).astype(np.float32)
+    ref = ops.relu(ops.conv2d(Tensor(x), Tensor(w), pad_mode="pad", padding=1, stride=2) +
+                   Tensor(b).reshape(1, -1, 1, 1))
+    ref = nn.MaxPool2d(3, 2, pad_mode="pad", padding=1)(ref).asnumpy()
+    got = _Call(stem_conv_pool())(Tensor(x), Tensor(w), Tensor(b)).asnumpy()
+    assert got.shape == ref.shape
+    _close(got, ref, 1e-5, "stem")
+
+
+@pytest.mark.parametrize("size", [64, 66])  # 66: odd-sized maps after conv1 and in every stage
 def test_shufflenet_v2_fast_paths_eval_and_folded(size):
     _native_or_skip()
     fast, plain = _twin_models()
@@ -326,13 +381,78 @@ def test_shufflenet_v2_fast_paths_eval_and_folded(size):
     ref = plain(x).asnumpy()
     _close(fast(x).asnumpy(), ref, 1e-5, "eval")
     fuse_model(fast, fast=True)
-    assert fast.stem_folded
+    assert fast.stem_folded and fast.fast_infer  # the native stem, units and head
     _close(fast(x).asnumpy(), ref, 1e-4, "folded")
     _close(fast.stem(x).asnumpy(), plain.stem(x).asnumpy(), 1e-5, "folded stem")
+    feats = _Call(fast.forward_features)(x).asnumpy()
+    _close(feats, _Call(plain.forward_features)(x).asnumpy(), 1e-4, "folded features")
+    assert feats.min() >= 0  # conv5's bias and ReLU are applied when the map itself is asked for
     fuse_model(plain)  # the default, export-safe folding: plain ops only
     assert not plain.stem_folded and plain.pad_pool is None
     assert not any(c.native for _, c in plain.cells_and_names() if isinstance(c, ConvBNAct))
     _close(plain(x).asnumpy(), ref, 1e-4, "folded plain")
+
+
+@pytest.mark.parametrize("variant,fast_units", [({"extra_dw": True}, True), ({"se": True}, False),
+                                                 ({"layout": "torchvision"}, True)])
+def test_folded_variants_take_the_fast_path_where_it_applies(variant, fast_units):
+    """V2* (an extra depthwise conv first) and torchvision's layout run on the fused units; SE units do not fit
+    (their branch ends in the SE gate) and keep the plain folded layers. Either way the logits are the same."""
+    _native_or_skip()
+    fast, plain = _twin_models(**variant)
+    x = Tensor(RNG.standard_normal((2, 3, 64, 64)).astype(np.float32))
+    plain.set_train(False)
+    ref = plain(x).asnumpy()
+    fuse_model(fast, fast=True)
+    assert fast.fast_infer == fast_units and fast.stem_folded
+    _close(fast(x).asnumpy(), ref, 1e-4, "folded")
+
+
+_THREADS_SCRIPT = """
+import sys, numpy as np, mindspore as ms
+from mindspore import Tensor, nn
+ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
+sys.path.insert(0, sys.argv[1])
+from conftest import randomize
+from mindshuffle.layers import fuse_model
+from mindshuffle.models.shufflenet_v2 import ShuffleNetV2
+ms.set_seed(0)
+net = ShuffleNetV2(widths=(24, 48, 96, 192, 256), repeats=(2, 2, 1), num_classes=10)
+randomize(net)
+# big enough that most kernels split their loops (parallel.h: from 2^17 elements a thread)
+x = Tensor(np.random.default_rng(0).standard_normal((32, 3, 96, 96)).astype(np.float32))
+y = Tensor(np.arange(32, dtype=np.int32) % 10)
+step = nn.TrainOneStepCell(nn.WithLossCell(net, nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")),
+                           nn.Momentum(net.trainable_params(), learning_rate=0.01, momentum=0.9))
+step.set_train(True)
+loss = [float(step(x, y).asnumpy()) for _ in range(2)]
+logits = fuse_model(net, fast=True)(x).asnumpy()
+np.savez(sys.argv[2], loss=np.array(loss), logits=logits, **{p.name: p.asnumpy() for p in net.get_parameters()})
+"""
+
+
+def test_results_do_not_depend_on_the_kernel_thread_count(tmp_path):
+    """Two training steps and a folded forward give bit-identical results with 1 and 3 kernel threads (every
+    split is over independent planes or channels); 3 threads on this 2-core machine also cover uneven parts."""
+    _native_or_skip()
+    import os
+    import subprocess
+    import sys
+    tests = os.path.dirname(os.path.abspath(__file__))
+    script = tmp_path / "run.py"
+    script.write_text(_THREADS_SCRIPT)
+    results = []
+    for threads in ("1", "3"):
+        out = tmp_path / f"t{threads}.npz"
+        env = dict(os.environ, MINDSHUFFLE_THREADS=threads, GLOG_v="3",
+                   PYTHONPATH=os.pathsep.join([os.path.dirname(tests), os.environ.get("PYTHONPATH", "")]))
+        proc = subprocess.run([sys.executable, str(script), tests, str(out)], env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        results.append(np.load(out))
+    assert sorted(results[0].files) == sorted(results[1].files)
+    for key in results[0].files:
+        np.testing.assert_array_equal(results[0][key], results[1][key], err_msg=key)
 
 
 def test_training_step_native_equals_native_off(monkeypatch):

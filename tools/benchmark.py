@@ -82,6 +82,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=5, help="timed runs per measurement")
     ap.add_argument("--statistic", choices=("median", "min"), default="median",
                     help="report the median (default) or the fastest of the repeats (on a busy shared machine)")
+    ap.add_argument("--fuse", choices=("fast", "plain", "none"), default="fast",
+                    help="mindshuffle's inference: fast (default: BatchNorm folded, native CPU kernels), plain "
+                         "(folded, plain ops, as exported) or none (as trained); MindCV's runs as it ships")
     ap.add_argument("--no-reference", action="store_true", help="skip MindCV's same-name model")
     ap.add_argument("--no-isolate", action="store_true", help="run everything in this process (faster start; "
                     "compile times and memory peaks then mix)")
@@ -126,7 +129,7 @@ def main(argv=None) -> int:
             try:
                 r = B.benchmark_model(n, batch_sizes, args.train_batch_size, args.image_size, args.num_classes,
                                       args.warmup, args.repeats, reference=not args.no_reference,
-                                      isolate=not args.no_isolate, statistic=args.statistic)
+                                      isolate=not args.no_isolate, statistic=args.statistic, fuse=args.fuse)
             except (RuntimeError, ValueError) as e:
                 bar.close()
                 return _fail(f"benchmark of {n} failed: {str(e).splitlines()[0]}")
@@ -137,7 +140,7 @@ def main(argv=None) -> int:
     meta = dict(date=time.strftime("%Y-%m-%d %H:%M:%S"), host=platform.node(), machine=platform.machine(),
                 cpus=os.cpu_count(), mindspore=ms.__version__, device=args.device, batch_sizes=batch_sizes,
                 train_batch_size=args.train_batch_size, image_size=args.image_size, warmup=args.warmup,
-                repeats=args.repeats, isolate=not args.no_isolate, statistic=args.statistic)
+                repeats=args.repeats, isolate=not args.no_isolate, statistic=args.statistic, fuse=args.fuse)
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(head)
@@ -145,7 +148,8 @@ def main(argv=None) -> int:
     stem = os.path.join(args.out_dir, args.name)
     write_text_atomic(stem + ".csv", buf.getvalue())
     note = (f"{meta['date']}, MindSpore {meta['mindspore']}, {args.device}, {meta['cpus']} CPUs, graph mode, "
-            f"{args.statistic} of {args.repeats} after {args.warmup} warm-up runs")
+            f"{args.statistic} of {args.repeats} after {args.warmup} warm-up runs; mindshuffle inference "
+            f"with --fuse {args.fuse}")
     write_text_atomic(stem + ".md", render(head, rows, True) + "\n\n" + note + "\n")
     write_text_atomic(stem + ".json", json.dumps(dict(meta=meta, results=results), indent=1, default=str) + "\n")
     print(f"wrote {stem}.csv, {stem}.md and {stem}.json")

@@ -28,6 +28,21 @@ inline void pad_plane(const float *src, float *dst, int H, int W) {
   std::memset(dst + (H + 1) * Wp, 0, sizeof(float) * Wp);
 }
 
+// pad_plane of max(src + b, 0): the bias and ReLU of the 1x1 conv before, left to this copy (infer.cc)
+inline void pad_plane_act(const float *src, float b, float *dst, int H, int W) {
+  const int Wp = W + 2;
+  std::memset(dst, 0, sizeof(float) * Wp);
+  for (int h = 0; h < H; ++h) {
+    float *d = dst + (h + 1) * Wp;
+    const float *r = src + h * W;
+    d[0] = 0.f;
+#pragma omp simd
+    for (int w = 0; w < W; ++w) d[w + 1] = r[w] + b > 0.f ? r[w] + b : 0.f;
+    d[W + 1] = 0.f;
+  }
+  std::memset(dst + (H + 1) * Wp, 0, sizeof(float) * Wp);
+}
+
 // Stride 1 on a zero-bordered plane ((H+2) x Wp, Wp = W + 2) as one flat loop over q = h * Wp + w: the
 // positions w >= W are computed and dropped, and every loop is long (small planes vectorise too).
 inline int flat_len(int H, int W) { return (H - 1) * (W + 2) + W; }
@@ -45,14 +60,17 @@ inline void conv_s1_plane(const float *pad, const float *k, float b0, float *out
 
 template <int S>
 void forward(const float *x, const float *w, const float *bias, float *y, int64_t N, int64_t C, int H, int W,
-             int Ho, int Wo) {
+             int Ho, int Wo, const float *bias_in = nullptr) {
   const int64_t P = N * C;
   const int Wp = W + 2;
   parallel_for(P, P * H * W, [=](int64_t begin, int64_t end) {
     std::vector<float> buf((2 * H + 2) * Wp);
     float *pad = buf.data(), *z = pad + (H + 2) * Wp;
     for (int64_t p = begin; p < end; ++p) {
-      pad_plane(x + p * H * W, pad, H, W);
+      if (bias_in)
+        pad_plane_act(x + p * H * W, bias_in[p % C], pad, H, W);
+      else
+        pad_plane(x + p * H * W, pad, H, W);
       const float *k = w + (p % C) * 9;
       const float b0 = bias ? bias[p % C] : 0.f;
       float *yp = y + p * Ho * Wo;
@@ -196,6 +214,17 @@ MS_AOT(dw3x3_s1_fwd_bias) {
 MS_AOT(dw3x3_s2_fwd_bias) {
   forward<2>((float *)p[0], (float *)p[1], (float *)p[2], (float *)p[3], s[0][0], s[0][1], s[0][2], s[0][3], s[3][2],
              s[3][3]);
+  return 0;
+}
+// inference, the input's bias + ReLU applied on the fly: inputs x, bias_in (C), w, bias (C); output y
+MS_AOT(dw3x3_s1_fwd_act) {
+  forward<1>((float *)p[0], (float *)p[2], (float *)p[3], (float *)p[4], s[0][0], s[0][1], s[0][2], s[0][3], s[4][2],
+             s[4][3], (float *)p[1]);
+  return 0;
+}
+MS_AOT(dw3x3_s2_fwd_act) {
+  forward<2>((float *)p[0], (float *)p[2], (float *)p[3], (float *)p[4], s[0][0], s[0][1], s[0][2], s[0][3], s[4][2],
+             s[4][3], (float *)p[1]);
   return 0;
 }
 // inputs dy, w, x (for its shape); output dx

@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "parallel.h"
+
 namespace {
 
 // channel k of [a (Ca channels); b (Cb channels)] <-> channel k / 2 of e (k even) or o (k odd), per sample
@@ -14,16 +16,18 @@ template <bool SPLIT>
 void interleave(float *a, float *b, float *e, float *o, int64_t N, int64_t Ca, int64_t Cb, int64_t HW) {
   const int64_t C = Ca + Cb, half = C / 2;
   const size_t bytes = sizeof(float) * HW;
-  for (int64_t n = 0; n < N; ++n) {
-    for (int64_t k = 0; k < C; ++k) {
-      float *x = k < Ca ? a + (n * Ca + k) * HW : b + (n * Cb + k - Ca) * HW;
-      float *y = (k % 2 ? o : e) + (n * half + k / 2) * HW;
-      if (SPLIT)
-        std::memcpy(y, x, bytes);
-      else
-        std::memcpy(x, y, bytes);
+  mindshuffle::parallel_for(N, N * C * HW, [=](int64_t n0, int64_t n1) {
+    for (int64_t n = n0; n < n1; ++n) {
+      for (int64_t k = 0; k < C; ++k) {
+        float *x = k < Ca ? a + (n * Ca + k) * HW : b + (n * Cb + k - Ca) * HW;
+        float *y = (k % 2 ? o : e) + (n * half + k / 2) * HW;
+        if (SPLIT)
+          std::memcpy(y, x, bytes);
+        else
+          std::memcpy(x, y, bytes);
+      }
     }
-  }
+  });
 }
 
 }  // namespace
