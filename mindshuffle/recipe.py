@@ -142,7 +142,7 @@ class Recipe(dict):
 
 def _closest(name: str) -> str:
     close = difflib.get_close_matches(name, list(_BY_NAME), n=1, cutoff=0.4)
-    return f"; did you mean {close[0]!r}?" if close else "; see docs/readme/30-training.md for the keys"
+    return f"; did you mean {close[0]!r}?" if close else "; see README.md, Recipe keys"
 
 
 def _bad(key: Key, value: Any, why: str) -> RecipeError:

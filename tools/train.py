@@ -12,7 +12,7 @@ os.environ.setdefault("GLOG_v", "3")
 
 USAGE = ("usage: python tools/train.py --config RECIPE.yaml [--key value ...]\n"
          "       python tools/train.py --resume RUN_DIR [--key value ...]\n"
-         "Every recipe key can be overridden, e.g. --lr 0.1 --distribute False; keys: docs/readme/30-training.md")
+         "Every recipe key can be overridden, e.g. --lr 0.1 --distribute False; keys: README.md, Recipe keys")
 
 
 def _pop(argv: list, flag: str):
