@@ -9,7 +9,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
-from .native import act_cat_split, batchnorm_train, cat_shuffle_split, depthwise3x3, shuffle_split
+from .native import act_cat_split, batchnorm_train, cat_shuffle_split, conv1x1, depthwise3x3, shuffle_split
 
 __all__ = ["ConvBNAct", "ChannelSplit", "channel_shuffle", "SqueezeExcite", "ZeroPadMaxPool", "fuse_conv_bn",
            "fuse_model"]
@@ -51,6 +51,8 @@ class ConvBNAct(nn.Cell):
             self.dw_bias_op = depthwise3x3(stride, bias=True)
             self.dw_act_op = depthwise3x3(stride, bias=True, act_in=True)
         self.native = self.dw_op is not None and self.dw_bias_op is not None
+        # 1x1 conv on the folded CPU inference path (conv_pre_act): the native kernel
+        self.pw_op = conv1x1() if kernel_size == 1 and groups == 1 and stride == 1 else None
         # training-mode BatchNorm (+ the ReLU after it): the native CPU kernel, same parameters and statistics
         self.bn_relu = isinstance(self.act, nn.ReLU)
         self.bn_op = batchnorm_train(self.bn_relu) if (self.bn_relu or not self.use_act) else None
@@ -80,6 +82,8 @@ class ConvBNAct(nn.Cell):
     # and ReLU to the kernel that reads its output next (a depthwise conv, a shuffle, a concat, the pool)
     def conv_pre_act(self, x: Tensor) -> Tensor:
         """A folded layer's convolution without its bias: the pre-activation less the bias."""
+        if self.pw_op is not None:
+            return self.pw_op(x, self.conv.weight)
         return self.conv.conv2d(x, self.conv.weight)
 
     def dw_after(self, x: Tensor, bias_in: Tensor) -> Tensor:

@@ -15,7 +15,8 @@ from ``csrc/*.cc`` (one library) with the system C++ compiler the first time one
 - ``global_avg_pool``: the classifier head's global average pool (``csrc/pool.cc``);
 - for inference with folded BatchNorm (``csrc/infer.cc``, no gradients): ``act_cat_split``, ``act_cat`` and
   ``act_avgpool`` apply a 1x1 conv's bias and ReLU while they shuffle, concatenate or pool its output
-  (``depthwise3x3(..., act_in=True)`` while it pads it), and ``stem_conv_pool`` is conv1 + bias + ReLU + max pool.
+  (``depthwise3x3(..., act_in=True)`` while it pads it), and ``stem_conv_pool`` is conv1 + bias + ReLU + max pool;
+  ``conv1x1`` is the 1x1 convolution on threads that do not spin (``csrc/conv1x1.cc``).
 When there is no compiler, the target is not CPU, or ``MINDSHUFFLE_NATIVE=0``, they return ``None`` and callers
 keep MindSpore's layers; both compute the same (tests/test_speed_paths.py).
 """
@@ -32,11 +33,12 @@ import mindspore as ms
 from mindspore import ops
 
 __all__ = ["depthwise3x3", "batchnorm_train", "bn_relu_maxpool", "shuffle_split", "cat_shuffle_split", "global_avg_pool",
-           "act_cat_split", "act_cat", "act_avgpool", "stem_conv_pool", "native_enabled"]
+           "act_cat_split", "act_cat", "act_avgpool", "stem_conv_pool", "conv1x1", "native_enabled"]
 
 _CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
-_SRCS = [os.path.join(_CSRC, name) for name in ("dwconv3x3.cc", "batchnorm.cc", "shuffle.cc", "pool.cc", "infer.cc")]
-_HEADERS = [os.path.join(_CSRC, "parallel.h")]
+_SRCS = [os.path.join(_CSRC, name) for name in ("dwconv3x3.cc", "batchnorm.cc", "shuffle.cc", "pool.cc", "infer.cc",
+                                                   "conv1x1.cc")]
+_HEADERS = [os.path.join(_CSRC, name) for name in ("parallel.h", "simd.h")]
 _FLAGS = os.environ.get("MINDSHUFFLE_CXXFLAGS", "-O3 -march=native -fopenmp-simd -shared -fPIC").split()
 _LIB: list = []  # [path or None] once tried
 _OPS: dict = {}
@@ -287,3 +289,11 @@ def stem_conv_pool():
 
     return _cached(("stem_conv_pool",), lambda lib: ops.Custom(
         f"{lib}:stem_conv_pool", out_shape=out_shape, out_dtype=lambda x, w, b: x, func_type="aot"))
+
+
+def conv1x1():
+    """``op(x, weight)``: 1x1 convolution without bias, NCHW float32, weight (Co, Ci, 1, 1) (inference, no
+    gradient). None if unavailable."""
+    return _cached(("conv1x1",), lambda lib: ops.Custom(
+        f"{lib}:conv1x1_fwd", out_shape=lambda x, w: (x[0], w[0], x[2], x[3]), out_dtype=lambda x, w: x,
+        func_type="aot"))

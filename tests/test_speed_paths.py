@@ -9,8 +9,8 @@ from conftest import randomize
 
 from mindshuffle.layers import ChannelSplit, ConvBNAct, ZeroPadMaxPool, fuse_model
 from mindshuffle.models.shufflenet_v2 import ShuffleNetV2
-from mindshuffle.native import (act_avgpool, act_cat, act_cat_split, batchnorm_train, bn_relu_maxpool, depthwise3x3,
-                                global_avg_pool, shuffle_split, stem_conv_pool)
+from mindshuffle.native import (act_avgpool, act_cat, act_cat_split, batchnorm_train, bn_relu_maxpool, conv1x1,
+                                depthwise3x3, global_avg_pool, shuffle_split, stem_conv_pool)
 
 RNG = np.random.default_rng(7)
 
@@ -355,6 +355,21 @@ def test_inference_kernels_apply_the_pending_bias_and_relu():
         np.testing.assert_allclose(got.asnumpy(), ref, rtol=1e-5, atol=1e-5)
 
 
+# (N, Ci, Co, H, W): whole panels inside a sample (P = 64), panels across samples (P = 49, 3 x 7), fewer
+# columns than a panel in all (N * P = 6), output channels not a multiple of the 6-row strip, one input channel
+@pytest.mark.parametrize("n,cin,cout,h,w", [(2, 16, 12, 8, 8), (3, 23, 29, 7, 7), (5, 7, 13, 3, 7),
+                                            (1, 5, 4, 2, 3), (2, 1, 7, 9, 5)])
+def test_native_conv1x1_equals_conv2d(n, cin, cout, h, w):
+    """The inference 1x1 conv (a matrix product over the columns of all samples) equals ops.conv2d."""
+    _native_or_skip()
+    x = RNG.standard_normal((n, cin, h, w)).astype(np.float32)
+    wt = RNG.standard_normal((cout, cin, 1, 1)).astype(np.float32)
+    got = _Call(conv1x1())(Tensor(x), Tensor(wt)).asnumpy()
+    ref = np.einsum("nchw,oc->nohw", x.astype(np.float64), wt[:, :, 0, 0].astype(np.float64))
+    assert got.shape == ref.shape
+    _close(got, ref, 1e-5, "conv1x1")
+
+
 @pytest.mark.parametrize("size,cin,cout", [((224, 224), 3, 24), ((17, 22), 3, 11), ((5, 6), 1, 8), ((66, 65), 4, 3)])
 def test_native_stem_equals_conv_relu_maxpool(size, cin, cout):
     """conv1 (3x3/2, pad 1) + bias + ReLU + max pool (3x3/2, pad 1) in one kernel, any size, any channel count
@@ -382,6 +397,8 @@ def test_shufflenet_v2_fast_paths_eval_and_folded(size):
     _close(fast(x).asnumpy(), ref, 1e-5, "eval")
     fuse_model(fast, fast=True)
     assert fast.stem_folded and fast.fast_infer  # the native stem, units and head
+    pointwise = [c for _, c in fast.cells_and_names() if isinstance(c, ConvBNAct) and c.kernel_size == 1]
+    assert pointwise and all(c.pw_op is not None for c in pointwise)  # every 1x1 conv on the native kernel
     _close(fast(x).asnumpy(), ref, 1e-4, "folded")
     _close(fast.stem(x).asnumpy(), plain.stem(x).asnumpy(), 1e-5, "folded stem")
     feats = _Call(fast.forward_features)(x).asnumpy()
@@ -436,6 +453,7 @@ def test_results_do_not_depend_on_the_kernel_thread_count(tmp_path):
     split is over independent planes or channels); 3 threads on this 2-core machine also cover uneven parts."""
     _native_or_skip()
     import os
+    import shutil
     import subprocess
     import sys
     tests = os.path.dirname(os.path.abspath(__file__))
@@ -494,3 +512,29 @@ def test_training_step_native_equals_native_off(monkeypatch):
             _close(p.asnumpy(), q.asnumpy(), 1e-4, p.name)
         else:  # the updates, like the gradients in test_shufflenet_v2_fast_paths_train_mode
             _close(p.asnumpy() - before[p.name], q.asnumpy() - before[p.name], 1e-3, p.name)
+
+
+def test_wheel_ships_every_native_source(tmp_path):
+    """``pip install .`` (not editable) must carry every source and header the kernel library compiles from,
+    else the installed package silently falls back to MindSpore's slower layers."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    from mindshuffle import native
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    src = tmp_path / "src"  # a clean copy: no build/ or egg-info left from an earlier build of the checkout
+    shutil.copytree(os.path.join(root, "mindshuffle"), src / "mindshuffle",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("setup.py", "README.md"):
+        shutil.copy(os.path.join(root, name), src / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", str(src), "--no-deps", "--no-build-isolation",
+                    "-w", str(tmp_path)], check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("mindshuffle-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    needed = {"mindshuffle/csrc/" + os.path.basename(p) for p in native._SRCS + native._HEADERS}
+    assert {"mindshuffle/csrc/parallel.h", "mindshuffle/csrc/simd.h", "mindshuffle/csrc/conv1x1.cc"} <= needed
+    assert needed <= names, sorted(needed - names)

@@ -17,8 +17,9 @@
 #include <vector>
 
 #include "parallel.h"
+#include "simd.h"
 
-using mindshuffle::parallel_for;
+using namespace mindshuffle;  // parallel_for; vf, VW, loadu, storeu
 
 namespace {
 
@@ -46,23 +47,6 @@ void act_concat(const float *a, const float *ba, const float *b, const float *bb
 }
 
 // ---- the stem -------------------------------------------------------------------------------------------------
-// Vectors of VW floats (GCC vector extensions: AVX-512, AVX or SSE, whatever -march gives).
-#if defined(__AVX512F__)
-constexpr int VW = 16;
-#elif defined(__AVX__)
-constexpr int VW = 8;
-#else
-constexpr int VW = 4;
-#endif
-typedef float vf __attribute__((vector_size(VW * sizeof(float))));
-
-inline vf loadu(const float *p) {
-  vf v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-inline void storeu(float *p, vf v) { std::memcpy(p, &v, sizeof v); }
-
 // Register blocking: CB output channels x (even, odd) column vectors of accumulators.
 constexpr int CB = VW == 16 ? 8 : 4;
 
