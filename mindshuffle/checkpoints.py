@@ -186,6 +186,9 @@ def model_metadata(net: nn.Cell) -> dict:
     meta.pop("class_names", None)
     if getattr(net, "model_name", ""):
         meta["model"] = net.model_name
+    meta.pop("model_kwargs", None)
+    if getattr(net, "model_kwargs", None):
+        meta["model_kwargs"] = dict(net.model_kwargs)
     if getattr(net, "num_classes", None) is not None:
         meta["num_classes"] = int(net.num_classes)
     meta["pool_same"] = uses_pool_same(net)
@@ -202,7 +205,7 @@ def model_metadata(net: nn.Cell) -> dict:
 
 
 def checkpoint_metadata(ckpt) -> dict:
-    """The metadata of a checkpoint (a path or a loaded dict): ``model``, ``num_classes``, ``pool_same``,
+    """The metadata of a checkpoint (a path or a loaded dict): ``model``, ``model_kwargs``, ``num_classes``, ``pool_same``,
     ``preprocess``, ``class_names``, ``source`` where known; ``{}`` for a checkpoint without any."""
     from .convert_names import META_KEY, to_mindshuffle_names
     if isinstance(ckpt, str):
@@ -222,8 +225,8 @@ def checkpoint_metadata(ckpt) -> dict:
             state = json.loads(state)
         except ValueError:
             state = {}
-        for key in ("model", "num_classes"):
-            if state.get(key) is not None:
+        for key in ("model", "num_classes", "model_kwargs"):
+            if state.get(key):
                 meta[key] = state[key]
         if state.get("mean") and state.get("std"):
             meta["preprocess"] = {"channel_order": "RGB", "mean": state["mean"], "std": state["std"]}
@@ -280,6 +283,8 @@ def load_model_weights(net: nn.Cell, path: str, strict: bool = True) -> dict:
         hint = ""
         if meta.get("model") and meta["model"] != model:
             hint = f"; the checkpoint was saved from {meta['model']!r}: build that model instead"
+        elif meta.get("model_kwargs") and meta["model_kwargs"] != getattr(net, "model_kwargs", {}):
+            hint = f"; the checkpoint was saved from {model!r} built with model_kwargs {meta['model_kwargs']}"
         else:
             hint = "; check the model name (and width/groups) the checkpoint was trained with"
         raise CheckpointError(f"checkpoint {path!r} does not fit model {model!r}: " + "; ".join(parts) + hint)
@@ -291,7 +296,7 @@ def load_model_weights(net: nn.Cell, path: str, strict: bool = True) -> dict:
         log.info("checkpoint %s shuffles V1 bottlenecks in the authors' order; the model now does too", path)
     if meta.get("preprocess"):
         net.preprocess = normalize_preprocess(meta["preprocess"])
-    kept = {k: v for k, v in meta.items() if k not in ("model", "num_classes")}
+    kept = {k: v for k, v in meta.items() if k not in ("model", "num_classes", "model_kwargs")}
     if head_bad:
         kept.pop("class_names", None)   # the old classes no longer apply
         shapes = ", ".join(f"{k} {_fmt_shape(ckpt[k])}" for k in head_bad if k in ckpt)

@@ -267,9 +267,16 @@ def _prepare_run_dir(cfg: Recipe, resume: bool, rank: int) -> str:
 
 def _build_model(cfg: Recipe, num_classes: int):
     from .registry import create_model, model_info
-    kw = {} if cfg.drop_rate is None else {"drop_rate": cfg.drop_rate}
-    net = create_model(cfg.model, num_classes=num_classes, pretrained=cfg.pretrained,
-                       checkpoint_path=cfg.ckpt_path, **kw)
+    kw = dict(cfg.model_kwargs)
+    if cfg.drop_rate is not None:
+        kw["drop_rate"] = cfg.drop_rate
+    try:
+        net = create_model(cfg.model, num_classes=num_classes, pretrained=cfg.pretrained,
+                           checkpoint_path=cfg.ckpt_path, **kw)
+    except TypeError as e:
+        if not cfg.model_kwargs:
+            raise
+        raise RecipeError(f"recipe key 'model_kwargs': bad value {cfg.model_kwargs!r} ({e})") from None
     if cfg.freeze_backbone:
         head = model_info(cfg.model).classifier + "."
         frozen = 0
@@ -318,6 +325,21 @@ def _state(ckpt: dict) -> dict:
         raise RunFolderError("last.ckpt has no mindshuffle_state entry; it was not written by mindshuffle's "
                              "engine and cannot be resumed (use ckpt_path to start from its weights instead)")
     return json.loads(raw)
+
+
+# Test-only fault injection (tests/test_faults.py), like checkpoints.FAULT_ENV: "E:S" pauses the process after
+# step S of epoch E so that a test can kill it mid-epoch at a known point, whatever the machine's speed.
+STEP_FAULT_ENV = "MINDSHUFFLE_TEST_STEP_FAULT"
+
+
+def _step_fault() -> tuple | None:
+    spec = os.environ.get(STEP_FAULT_ENV, "")
+    return tuple(int(v) for v in spec.split(":")) if spec else None
+
+
+def _pause_here(where: str) -> None:
+    print(f"fault hook: paused after {where}", file=sys.stderr, flush=True)
+    time.sleep(3600)
 
 
 def _save_ckpt(path: str, params, state: dict, net=None) -> None:
@@ -525,7 +547,7 @@ def fit(cfg: Recipe, resume: bool = False) -> dict:
     if rank == 0:
         from tqdm import tqdm
     step_times: list = []
-    first_step_s = None
+    first_step_s, step_fault = None, _step_fault()
     val_res: dict = {}
     end_epoch = cfg.epoch_size
     if cfg.stop_after_epoch:
@@ -573,6 +595,8 @@ def fit(cfg: Recipe, resume: bool = False) -> dict:
                 if cfg.log_interval and (i + 1) % cfg.log_interval == 0:
                     log.info("epoch %d step %d/%d loss %.4f lr %.5g", epoch + 1, i + 1, steps, loss_v,
                              lrs[epoch * steps + i])
+                if step_fault == (epoch + 1, i + 1):
+                    _pause_here(f"epoch {epoch + 1} step {i + 1}")
         except RuntimeError:
             if source.first_error:
                 raise D.DataError(source.first_error + "; remove or replace it, or set strict_data: False") \
@@ -605,8 +629,8 @@ def fit(cfg: Recipe, resume: bool = False) -> dict:
         if improved:
             best_top1, best_epoch = row["val_top1"], epoch + 1
         state = {"epoch": epoch + 1, "step": (epoch + 1) * steps, "best_top1": best_top1, "best_epoch": best_epoch,
-                 "seed": cfg.seed, "model": cfg.model, "num_classes": num_classes, "world": world,
-                 "batch_size": cfg.batch_size, "image_resize": cfg.image_resize, "mean": mean, "std": std}
+                 "seed": cfg.seed, "model": cfg.model, "model_kwargs": cfg.model_kwargs, "num_classes": num_classes,
+                 "world": world, "batch_size": cfg.batch_size, "image_resize": cfg.image_resize, "mean": mean, "std": std}
         if rank == 0:
             try:
                 _write_metrics(metrics_path, history)

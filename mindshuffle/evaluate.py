@@ -151,7 +151,8 @@ def run_validation(cfg) -> dict:
     raw = read_checkpoint(cfg.ckpt_path)
     state = raw.get("mindshuffle_state")
     state = json.loads(state) if isinstance(state, str) else {}
-    pre = checkpoint_metadata(raw).get("preprocess")
+    meta = checkpoint_metadata(raw)
+    pre = meta.get("preprocess")
     bgr = False
     if pre:  # the checkpoint's own preprocessing (training, or a converter: e.g. Megvii's BGR 0-255 input)
         pre = normalize_preprocess(pre)
@@ -162,7 +163,8 @@ def run_validation(cfg) -> dict:
         mean, std = D.resolve_stats(cfg, D.scan(cfg.dataset, cfg.data_dir, cfg.train_split, classes=classes)
                                     if cfg.mean == "auto" or cfg.std == "auto" else files)
     num_classes = cfg.num_classes or state.get("num_classes") or len(classes)
-    net = create_model(cfg.model, num_classes=num_classes, checkpoint_path=cfg.ckpt_path)
+    kwargs = {**(meta.get("model_kwargs", {}) if meta.get("model") == cfg.model else {}), **cfg.model_kwargs}
+    net = create_model(cfg.model, num_classes=num_classes, checkpoint_path=cfg.ckpt_path, **kwargs)
     net.set_train(False)
     tf = D.build_transforms(cfg, mean, std, is_training=False, bgr=bgr)
     loader, source = D.build_loader(cfg, files, np.arange(len(files)), tf, is_training=False)

@@ -58,6 +58,8 @@ def load_checkpoint_model(checkpoint: str = "", model: str | None = None, num_cl
         params = to_mindshuffle_names(read_checkpoint(checkpoint))
         w = params.get("classifier.weight")
         num_classes = int(w.shape[0]) if w is not None else 1000
+    if name == meta.get("model"):  # rebuild the checkpoint's own variant (e.g. a shallower ``repeats``)
+        kwargs = {**meta.get("model_kwargs", {}), **kwargs}
     net = create_model(name, num_classes=int(num_classes or 1000), checkpoint_path=checkpoint, **kwargs)
     net.set_train(False)
     if getattr(net, "preprocess", None) is None:

@@ -26,7 +26,7 @@ class RecipeError(ValueError):
 @dataclass(frozen=True)
 class Key:
     name: str
-    type: str            # bool | int | float | str | floats | stats | jitter
+    type: str            # bool | int | float | float? | str | floats | stats | jitter | mapping
     default: Any
     help: str
     choices: tuple = ()
@@ -81,6 +81,8 @@ KEYS: tuple[Key, ...] = (
     Key("std", "stats", "imagenet", "per-channel std (0-255): a list of 3, 'imagenet' or 'auto'"),
     # model
     Key("model", "str", "shufflenet_v2_x1_0", "registered model name (python tools/models.py lists them)"),
+    Key("model_kwargs", "mapping", {}, "more keyword arguments for the model, like timm's --model-kwargs: "
+        "{layout: torchvision}, {repeats: [2, 4, 2]} (a shallower net); recorded in checkpoints"),
     Key("num_classes", "int", 0, "classifier outputs (0 = the number of class folders found)", minimum=0),
     Key("drop_rate", "float?", None, "dropout before the classifier (null = the model's default)", minimum=0),
     Key("pretrained", "bool", False, "start from the registered pretrained weights"),
@@ -191,6 +193,19 @@ def _to_floats(key: Key, v: Any, n: tuple = ()) -> list:
     return out
 
 
+def _to_mapping(key: Key, v: Any) -> dict:
+    if v is None or (isinstance(v, str) and v.strip().lower() in ("", "none", "null", "{}")):
+        return {}
+    if isinstance(v, str):
+        try:
+            v = yaml.safe_load(v)
+        except yaml.YAMLError:
+            raise _bad(key, v, "expected a mapping such as {layout: torchvision}") from None
+    if not isinstance(v, dict) or not all(isinstance(k, str) and k.isidentifier() for k in v):
+        raise _bad(key, v, "expected a mapping of argument names to values, such as {layout: torchvision}")
+    return dict(v)
+
+
 def coerce(name: str, value: Any) -> Any:
     """Check one value against its key's declaration; returns the typed value."""
     if name not in _BY_NAME:
@@ -228,6 +243,8 @@ def coerce(name: str, value: Any) -> Any:
                 out = float(value)
             except (TypeError, ValueError):
                 out = _to_floats(key, value, (3, 4))
+    elif t == "mapping":
+        out = _to_mapping(key, value)
     else:  # pragma: no cover - a declaration error
         raise AssertionError(t)
     if key.choices and out not in key.choices:
@@ -299,7 +316,8 @@ def load(path: str | None = None, overrides: Sequence[str] | dict | None = None)
         over = dict(overrides)
     else:
         over = parse_overrides(overrides or [])
-    cfg = Recipe({k.name: (list(k.default) if isinstance(k.default, list) else k.default) for k in KEYS})
+    cfg = Recipe({k.name: (type(k.default)(k.default) if isinstance(k.default, (list, dict)) else k.default)
+                  for k in KEYS})
     for source, values in (("recipe", raw), ("override", over)):
         for name, value in values.items():
             if name in IGNORED_MINDCV_KEYS:

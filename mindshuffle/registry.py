@@ -6,6 +6,7 @@ It is separate from MindCV's registry on purpose: registering here never overwri
 from __future__ import annotations
 
 import difflib
+import json
 import fnmatch
 import os
 from dataclasses import dataclass, field, asdict
@@ -108,6 +109,19 @@ def pretrained_path(name: str) -> str:
     return os.path.join(home, "checkpoints", f"{name}.ckpt")
 
 
+def _recordable(kwargs: dict) -> dict:
+    """The constructor arguments a checkpoint can record (JSON values) so that loaders rebuild the same net."""
+    out = {}
+    for k, v in kwargs.items():
+        v = list(v) if isinstance(v, tuple) else v
+        try:
+            json.dumps(v)
+        except (TypeError, ValueError):
+            continue
+        out[k] = v
+    return out
+
+
 def create_model(name: str, num_classes: int = 1000, pretrained: bool = False, checkpoint_path: str = "",
                  in_channels: int = 3, features_only: bool = False, out_indices=(0, 1, 2, 3), **kwargs):
     """Build a registered model.
@@ -124,8 +138,14 @@ def create_model(name: str, num_classes: int = 1000, pretrained: bool = False, c
         **kwargs: passed to the model class (e.g. ``layout="torchvision"``, ``drop_rate=0.2``).
     """
     key = _resolve(name)
-    net = _CONSTRUCTORS[key](num_classes=num_classes, in_channels=in_channels, **kwargs)
+    try:
+        net = _CONSTRUCTORS[key](num_classes=num_classes, in_channels=in_channels, **kwargs)
+    except TypeError as e:
+        if "unexpected keyword argument" not in str(e):
+            raise
+        raise TypeError(f"model {key!r}: {str(e).split('(')[-1].lstrip(') ')}") from None
     net.model_name = key
+    net.model_kwargs = _recordable(kwargs)
     ckpt = checkpoint_path
     if pretrained and not ckpt:
         ckpt = pretrained_path(key)

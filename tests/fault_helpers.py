@@ -13,6 +13,7 @@ from PIL import Image
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 SAVE_FAULT = "MINDSHUFFLE_TEST_SAVE_FAULT"   # read by mindshuffle/checkpoints.py (test-only hook)
+STEP_FAULT = "MINDSHUFFLE_TEST_STEP_FAULT"   # read by mindshuffle/engine.py (test-only hook)
 BAD_FILES = ("corrupt.jpg", "empty.jpg")                 # unreadable: skipped and named once
 ODD_FILES = ("gray.png", "cmyk.jpg", "rgba.png")          # readable in another colour mode: used
 
@@ -52,6 +53,7 @@ def tool_env(**extra):
     env = dict(os.environ, GLOG_v="3", TQDM_DISABLE="1", PYTHONPATH=ROOT,
                PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
     env.pop(SAVE_FAULT, None)
+    env.pop(STEP_FAULT, None)
     env.update({k: str(v) for k, v in extra.items()})
     return env
 

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import fault_helpers as F
+from test_train import SHALLOW
 from mindshuffle import engine
 from mindshuffle.checkpoints import CheckpointError, read_checkpoint, save_checkpoint
 from mindshuffle.recipe import load
@@ -35,7 +36,7 @@ def train_args(data, run, *extra):
     return ["--data_dir", data, "--ckpt_save_dir", run, "--model", "shufflenet_v2_x0_5", "--device_target", "CPU",
             "--image_resize", "16", "--batch_size", "4", "--epoch_size", "3", "--num_parallel_workers", "1",
             "--lr", "0.01", "--crop_pct", "1.0", "--hflip", "0", "--val_interval", "3", "--log_interval", "1",
-            "--seed", "1", *extra]
+            "--seed", "1", *SHALLOW, *extra]
 
 
 def _state(path):
@@ -88,9 +89,9 @@ def chain(odd_data, tmp_path_factory):
                       "state": _state(os.path.join(run, "last.ckpt")), "epochs": _metrics_rows(run)}
 
     # 2) kill -9 in the middle of epoch 2
-    proc, out, err = F.start_tool("train", ["--resume", run], logs, "mid_epoch")
+    proc, out, err = F.start_tool("train", ["--resume", run], logs, "mid_epoch", **{F.STEP_FAULT: "2:2"})
     try:
-        F.wait_for(proc, out, "epoch 2 step 2/", timeout=240)
+        F.wait_for(proc, err, "fault hook: paused after epoch 2 step 2", timeout=240)
         F.kill9(proc)
     finally:
         F.kill_group(proc)
@@ -359,7 +360,7 @@ def test_msrun_worker_killed_job_ends_naming_the_rank(good_data, tmp_path):
     run, logs = str(tmp_path / "run"), str(tmp_path / "msrun_logs")
     cmd = ["msrun", "--worker_num", "2", "--local_worker_num", "2", "--master_port", str(F.free_port()),
            "--join", "True", "--log_dir", logs, "python", os.path.join(F.ROOT, "tools", "train.py"),
-           *train_args(good_data, run, "--distribute", "True", "--batch_size", "2", "--epoch_size", "20",
+           *train_args(good_data, run, "--distribute", "True", "--batch_size", "2", "--epoch_size", "200",
                        "--val_while_train", "False")]
     tag = f"{os.getpid()}-{time.time_ns()}"
     proc, out, err = F.start(cmd, str(tmp_path), "msrun", FAULT_TEST_JOB=tag)

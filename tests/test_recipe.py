@@ -55,6 +55,8 @@ def test_unknown_key_names_closest(tmp_path):
     ("scheduler", "cosine", "closest: 'cosine_decay'"),
     ("mean", "[1, 2]", "'auto', 'imagenet' or a list of 3"),
     ("color_jitter", "[0.1, 0.2]", "expected 3 or 4 numbers"),
+    ("model_kwargs", "[2, 1, 1]", "expected a mapping"),
+    ("model_kwargs", "{2: 1}", "expected a mapping"),
 ])
 def test_bad_values_named(key, value, msg):
     with pytest.raises(R.RecipeError) as e:
@@ -72,10 +74,13 @@ def test_case_insensitive_choice_and_cross_checks():
 
 
 def test_saved_recipe_round_trips(tmp_path):
-    cfg = R.load(None, ["--data_dir", "/d", "--lr", "0.3", "--color_jitter", "[0.2, 0.2, 0.2, 0.05]"])
+    cfg = R.load(None, ["--data_dir", "/d", "--lr", "0.3", "--color_jitter", "[0.2, 0.2, 0.2, 0.05]",
+                        "--model_kwargs", "{repeats: [2, 1, 1], layout: torchvision}"])
+    assert R.load(None, ["--data_dir", "/d"]).model_kwargs == {}
     out = R.save(cfg, str(tmp_path / "run" / "recipe.yaml"))
     again = R.load(out)
     assert again.lr == 0.3 and again.color_jitter == [0.2, 0.2, 0.2, 0.05]
+    assert again.model_kwargs == {"repeats": [2, 1, 1], "layout": "torchvision"}
     assert {k: v for k, v in again.items() if k != "config"} == {k: v for k, v in cfg.items() if k != "config"}
 
 

@@ -9,11 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mindshuffle import engine
+from mindshuffle import create_model, engine
 from mindshuffle.recipe import load
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = 5
+# The engine tests train ShuffleNet V2 x0.5 with 2/1/1 units per stage (both unit kinds, every code path) instead
+# of 4/8/4: a third of the graph-compile time per run. The demo test below trains the full network.
+SHALLOW = ("--model_kwargs", "{repeats: [2, 1, 1]}")
 
 
 def _tool(name):
@@ -43,7 +46,7 @@ def base_args(data_dir, run_dir, *extra):
             "--device_target", "CPU", "--image_resize", "16", "--batch_size", "8", "--epoch_size", "2",
             "--num_parallel_workers", "1", "--lr", "0.05", "--warmup_epochs", "0", "--crop_pct", "1.0",
             "--scale", "[0.6, 1.0]", "--hflip", "0", "--mean", "auto", "--std", "auto", "--seed", "3",
-            "--val_interval", "2", *extra]  # validate at the end only: one eval graph compile per run
+            "--val_interval", "2", *SHALLOW, *extra]  # validate at the end only: one eval graph compile
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +98,9 @@ def test_run_folder_metrics_and_checkpoints(full_run):
     summary = json.load(open(os.path.join(full_run, "summary.json")))
     for col in engine.SUMMARY_COLUMNS:
         assert col in summary
-    assert summary["cards"] == 1 and summary["resolution"] == 16 and summary["params (M)"] > 0.3
+    model = create_model("shufflenet_v2_x0_5", num_classes=CLASSES, repeats=(2, 1, 1))
+    n_params = sum(p.size for p in model.trainable_params())
+    assert summary["cards"] == 1 and summary["resolution"] == 16 and summary["params (M)"] == round(n_params / 1e6, 3)
     assert summary["top-1"] == pytest.approx(float(rows[-1]["val_top1"]), abs=0.01)
     recipe = load(os.path.join(full_run, "recipe.yaml"))
     assert recipe.lr == 0.05 and recipe.ckpt_save_dir == full_run and recipe.num_classes == 0
@@ -254,6 +259,24 @@ def test_training_checkpoint_carries_its_preprocessing(full_run):
     assert meta["preprocess"]["mean"] == pytest.approx(state["mean"])
 
 
+def test_checkpoint_rebuilds_the_model_kwargs_variant(full_run, data_dir, tmp_path, capsys):
+    """A run with ``model_kwargs`` records them: infer/export rebuild the same shallow net from the checkpoint
+    alone; the full-depth model does not fit it and the error says how it was built."""
+    from mindshuffle.checkpoints import CheckpointError, checkpoint_metadata
+    from mindshuffle.export import load_checkpoint_model
+    from mindshuffle.models.shufflenet_v2 import ShuffleUnitV2
+    ckpt = os.path.join(full_run, "best.ckpt")
+    assert checkpoint_metadata(ckpt)["model_kwargs"] == {"repeats": [2, 1, 1]}
+    net = load_checkpoint_model(ckpt)
+    assert net.model_kwargs == {"repeats": [2, 1, 1]} and net.num_classes == CLASSES
+    assert sum(isinstance(c, ShuffleUnitV2) for _, c in net.cells_and_names()) == 4
+    with pytest.raises(CheckpointError, match="built with model_kwargs {'repeats': \\[2, 1, 1\\]}"):
+        load_checkpoint_model(ckpt, model="shufflenet_v2_x0_5", num_classes=CLASSES, repeats=(4, 8, 4))
+    rc = _tool("train").main(base_args(data_dir, str(tmp_path / "r"), "--model_kwargs", "{widht: 2}"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and "'model_kwargs'" in err[-1] and "widht" in err[-1], err
+
+
 def test_bgr_transform_swaps_channels_before_normalising(rng):
     from mindshuffle.data import build_transforms
     cfg = load(None, {"image_resize": 8, "crop_pct": 1.0, "dataset": "folder", "data_dir": "unused"})
@@ -281,7 +304,7 @@ def test_validate_uses_the_checkpoint_preprocessing(full_run, tmp_path, monkeypa
     from mindshuffle.checkpoints import save_checkpoint
     from mindshuffle.evaluate import run_validation
     from mindshuffle.registry import create_model
-    net = create_model("shufflenet_v2_x0_5", num_classes=CLASSES,
+    net = create_model("shufflenet_v2_x0_5", num_classes=CLASSES, repeats=(2, 1, 1),
                        checkpoint_path=os.path.join(full_run, "best.ckpt"))
     net.preprocess = {"channel_order": "BGR", "mean": [0, 0, 0], "std": [1, 1, 1]}
     ckpt = save_checkpoint(net, str(tmp_path / "bgr.ckpt"))
@@ -316,7 +339,8 @@ def test_ema_run_saves_and_validates_the_averaged_weights(ema_runs, capsys):
     ck = ms.load_checkpoint(os.path.join(full, "last.ckpt"))
     assert float(ck["ema_updates"].asnumpy()) == 10.0                        # one update per step
     names = [k for k, v in ck.items() if isinstance(v, ms.Parameter) and k.startswith("train.")]
-    assert len(names) > 100 and "train.conv1.conv.weight" in names
+    model = create_model("shufflenet_v2_x0_5", num_classes=CLASSES, repeats=(2, 1, 1))
+    assert sorted(names) == sorted("train." + k for k in model.parameters_dict())   # every weight, BN stats
     averaged, trained = ck["conv1.conv.weight"].asnumpy(), ck["train.conv1.conv.weight"].asnumpy()
     assert np.abs(averaged - trained).max() > 1e-6                             # two different weight sets
     best = ms.load_checkpoint(os.path.join(full, "best.ckpt"))
