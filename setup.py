@@ -17,7 +17,7 @@ EXTRAS = {
     # onnx 1.18+ pulls ml_dtypes releases that need numpy 2, which MindSpore 2.7.1 cannot use
     "export": ["onnx==1.17.0", "onnxruntime>=1.16"],
 }
-EXTRAS["test"] = sorted(set(DEMO + ["pytest>=7"] + EXTRAS["convert"] + EXTRAS["export"]))
+EXTRAS["test"] = sorted(set(DEMO + ["pytest>=7", "pytest-xdist"] + EXTRAS["convert"] + EXTRAS["export"]))
 EXTRAS["all"] = sorted({d for deps in EXTRAS.values() for d in deps})
 
 setup(
