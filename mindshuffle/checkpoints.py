@@ -205,8 +205,8 @@ def model_metadata(net: nn.Cell) -> dict:
 
 
 def checkpoint_metadata(ckpt) -> dict:
-    """The metadata of a checkpoint (a path or a loaded dict): ``model``, ``model_kwargs``, ``num_classes``, ``pool_same``,
-    ``preprocess``, ``class_names``, ``source`` where known; ``{}`` for a checkpoint without any."""
+    """The metadata of a checkpoint (a path or a loaded dict): ``model``, ``model_kwargs``, ``num_classes``,
+    ``pool_same``, ``preprocess``, ``class_names``, ``source`` where known; ``{}`` for a checkpoint without any."""
     from .convert_names import META_KEY, to_mindshuffle_names
     if isinstance(ckpt, str):
         ckpt = read_checkpoint(ckpt)

@@ -266,6 +266,7 @@ def _prepare_run_dir(cfg: Recipe, resume: bool, rank: int) -> str:
 
 
 def _build_model(cfg: Recipe, num_classes: int):
+    from .checkpoints import CheckpointError
     from .registry import create_model, model_info
     kw = dict(cfg.model_kwargs)
     if cfg.drop_rate is not None:
@@ -273,8 +274,8 @@ def _build_model(cfg: Recipe, num_classes: int):
     try:
         net = create_model(cfg.model, num_classes=num_classes, pretrained=cfg.pretrained,
                            checkpoint_path=cfg.ckpt_path, **kw)
-    except TypeError as e:
-        if not cfg.model_kwargs:
+    except (TypeError, ValueError) as e:  # an argument the model does not take, or a value it refuses
+        if not cfg.model_kwargs or isinstance(e, (CheckpointError, FileNotFoundError)):
             raise
         raise RecipeError(f"recipe key 'model_kwargs': bad value {cfg.model_kwargs!r} ({e})") from None
     if cfg.freeze_backbone:
@@ -630,7 +631,8 @@ def fit(cfg: Recipe, resume: bool = False) -> dict:
             best_top1, best_epoch = row["val_top1"], epoch + 1
         state = {"epoch": epoch + 1, "step": (epoch + 1) * steps, "best_top1": best_top1, "best_epoch": best_epoch,
                  "seed": cfg.seed, "model": cfg.model, "model_kwargs": cfg.model_kwargs, "num_classes": num_classes,
-                 "world": world, "batch_size": cfg.batch_size, "image_resize": cfg.image_resize, "mean": mean, "std": std}
+                 "world": world, "batch_size": cfg.batch_size, "image_resize": cfg.image_resize, "mean": mean,
+                 "std": std}
         if rank == 0:
             try:
                 _write_metrics(metrics_path, history)

@@ -6,8 +6,8 @@ It is separate from MindCV's registry on purpose: registering here never overwri
 from __future__ import annotations
 
 import difflib
-import json
 import fnmatch
+import json
 import os
 from dataclasses import dataclass, field, asdict
 from typing import Callable
@@ -143,7 +143,7 @@ def create_model(name: str, num_classes: int = 1000, pretrained: bool = False, c
     except TypeError as e:
         if "unexpected keyword argument" not in str(e):
             raise
-        raise TypeError(f"model {key!r}: {str(e).split('(')[-1].lstrip(') ')}") from None
+        raise TypeError(f"model {key!r}: {str(e).split('() ', 1)[-1]}") from None
     net.model_name = key
     net.model_kwargs = _recordable(kwargs)
     ckpt = checkpoint_path

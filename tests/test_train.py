@@ -272,9 +272,10 @@ def test_checkpoint_rebuilds_the_model_kwargs_variant(full_run, data_dir, tmp_pa
     assert sum(isinstance(c, ShuffleUnitV2) for _, c in net.cells_and_names()) == 4
     with pytest.raises(CheckpointError, match="built with model_kwargs {'repeats': \\[2, 1, 1\\]}"):
         load_checkpoint_model(ckpt, model="shufflenet_v2_x0_5", num_classes=CLASSES, repeats=(4, 8, 4))
-    rc = _tool("train").main(base_args(data_dir, str(tmp_path / "r"), "--model_kwargs", "{widht: 2}"))
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and "'model_kwargs'" in err[-1] and "widht" in err[-1], err
+    for bad, words in (("{widht: 2}", "unexpected keyword argument 'widht'"), ("{layout: tf}", "unknown layout")):
+        rc = _tool("train").main(base_args(data_dir, str(tmp_path / "r"), "--model_kwargs", bad))
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and "'model_kwargs'" in err[0] and words in err[0], err
 
 
 def test_bgr_transform_swaps_channels_before_normalising(rng):
