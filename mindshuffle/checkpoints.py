@@ -16,8 +16,7 @@ from mindspore import nn
 
 __all__ = ["CheckpointError", "save_checkpoint", "read_checkpoint", "load_model_weights", "checkpoint_metadata",
            "checkpoint_preprocess", "model_metadata", "normalize_preprocess", "set_pool_same", "uses_pool_same",
-           "set_authors_shuffle", "uses_authors_shuffle",
-           "DEFAULT_PREPROCESS"]
+           "set_authors_shuffle", "uses_authors_shuffle", "rebuild_kwargs", "DEFAULT_PREPROCESS"]
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +45,15 @@ def _fault_hook(tmp: str, path: str) -> None:
         os.truncate(tmp, os.path.getsize(tmp) // 2)  # a write that stopped half-way
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
     if kind == "pause":
-        import sys
-        import time
-        print(f"fault hook: paused before renaming {tmp} to {path}", file=sys.stderr, flush=True)
-        time.sleep(3600)
+        fault_pause(f"before renaming {tmp} to {path}")
+
+
+def fault_pause(where: str) -> None:
+    """Test-only: say where on stderr and stop here until the test kills the process."""
+    import sys
+    import time
+    print(f"fault hook: paused {where}", file=sys.stderr, flush=True)
+    time.sleep(3600)
 
 
 def save_checkpoint(obj, path: str, append_dict: dict | None = None) -> str:
@@ -226,13 +230,19 @@ def checkpoint_metadata(ckpt) -> dict:
         except ValueError:
             state = {}
         for key in ("model", "num_classes", "model_kwargs"):
-            if state.get(key):
+            if state.get(key) is not None:
                 meta[key] = state[key]
         if state.get("mean") and state.get("std"):
             meta["preprocess"] = {"channel_order": "RGB", "mean": state["mean"], "std": state["std"]}
             if state.get("image_resize"):
                 meta["preprocess"]["input_size"] = int(state["image_resize"])
     return meta
+
+
+def rebuild_kwargs(meta: dict, model: str, kwargs: dict) -> dict:
+    """Constructor arguments that rebuild the variant a checkpoint was saved from: the ``model_kwargs`` it records
+    (when it was saved from ``model``), overridden by ``kwargs``."""
+    return {**(meta.get("model_kwargs") or {} if meta.get("model") == model else {}), **kwargs}
 
 
 def checkpoint_preprocess(ckpt) -> dict:

@@ -266,16 +266,15 @@ def _prepare_run_dir(cfg: Recipe, resume: bool, rank: int) -> str:
 
 
 def _build_model(cfg: Recipe, num_classes: int):
-    from .checkpoints import CheckpointError
-    from .registry import create_model, model_info
+    from .registry import ModelArgumentError, create_model, model_info
     kw = dict(cfg.model_kwargs)
     if cfg.drop_rate is not None:
         kw["drop_rate"] = cfg.drop_rate
     try:
         net = create_model(cfg.model, num_classes=num_classes, pretrained=cfg.pretrained,
                            checkpoint_path=cfg.ckpt_path, **kw)
-    except (TypeError, ValueError) as e:  # an argument the model does not take, or a value it refuses
-        if not cfg.model_kwargs or isinstance(e, (CheckpointError, FileNotFoundError)):
+    except ModelArgumentError as e:  # an argument the model does not take, or a value it refuses
+        if not cfg.model_kwargs:
             raise
         raise RecipeError(f"recipe key 'model_kwargs': bad value {cfg.model_kwargs!r} ({e})") from None
     if cfg.freeze_backbone:
@@ -336,11 +335,6 @@ STEP_FAULT_ENV = "MINDSHUFFLE_TEST_STEP_FAULT"
 def _step_fault() -> tuple | None:
     spec = os.environ.get(STEP_FAULT_ENV, "")
     return tuple(int(v) for v in spec.split(":")) if spec else None
-
-
-def _pause_here(where: str) -> None:
-    print(f"fault hook: paused after {where}", file=sys.stderr, flush=True)
-    time.sleep(3600)
 
 
 def _save_ckpt(path: str, params, state: dict, net=None) -> None:
@@ -597,7 +591,8 @@ def fit(cfg: Recipe, resume: bool = False) -> dict:
                     log.info("epoch %d step %d/%d loss %.4f lr %.5g", epoch + 1, i + 1, steps, loss_v,
                              lrs[epoch * steps + i])
                 if step_fault == (epoch + 1, i + 1):
-                    _pause_here(f"epoch {epoch + 1} step {i + 1}")
+                    from .checkpoints import fault_pause
+                    fault_pause(f"after epoch {epoch + 1} step {i + 1}")
         except RuntimeError:
             if source.first_error:
                 raise D.DataError(source.first_error + "; remove or replace it, or set strict_data: False") \

@@ -142,7 +142,7 @@ def run_validation(cfg) -> dict:
     import json
     import mindspore as ms
     from . import data as D
-    from .checkpoints import checkpoint_metadata, normalize_preprocess, read_checkpoint
+    from .checkpoints import checkpoint_metadata, normalize_preprocess, read_checkpoint, rebuild_kwargs
     from .registry import create_model
 
     ms.set_context(mode=ms.GRAPH_MODE if cfg.mode == 0 else ms.PYNATIVE_MODE, device_target=cfg.device_target)
@@ -163,8 +163,8 @@ def run_validation(cfg) -> dict:
         mean, std = D.resolve_stats(cfg, D.scan(cfg.dataset, cfg.data_dir, cfg.train_split, classes=classes)
                                     if cfg.mean == "auto" or cfg.std == "auto" else files)
     num_classes = cfg.num_classes or state.get("num_classes") or len(classes)
-    kwargs = {**(meta.get("model_kwargs", {}) if meta.get("model") == cfg.model else {}), **cfg.model_kwargs}
-    net = create_model(cfg.model, num_classes=num_classes, checkpoint_path=cfg.ckpt_path, **kwargs)
+    net = create_model(cfg.model, num_classes=num_classes, checkpoint_path=cfg.ckpt_path,
+                       **rebuild_kwargs(meta, cfg.model, cfg.model_kwargs))
     net.set_train(False)
     tf = D.build_transforms(cfg, mean, std, is_training=False, bgr=bgr)
     loader, source = D.build_loader(cfg, files, np.arange(len(files)), tf, is_training=False)

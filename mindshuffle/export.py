@@ -15,7 +15,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn
 
-from .checkpoints import CheckpointError, checkpoint_metadata, normalize_preprocess, read_checkpoint
+from .checkpoints import CheckpointError, checkpoint_metadata, normalize_preprocess, read_checkpoint, rebuild_kwargs
 
 __all__ = ["ExportError", "PredictError", "load_checkpoint_model", "make_exportable", "export_model",
            "load_image", "preprocess_image", "collect_images", "load_labels", "Predictor", "IMAGE_EXTENSIONS"]
@@ -58,9 +58,8 @@ def load_checkpoint_model(checkpoint: str = "", model: str | None = None, num_cl
         params = to_mindshuffle_names(read_checkpoint(checkpoint))
         w = params.get("classifier.weight")
         num_classes = int(w.shape[0]) if w is not None else 1000
-    if name == meta.get("model"):  # rebuild the checkpoint's own variant (e.g. a shallower ``repeats``)
-        kwargs = {**meta.get("model_kwargs", {}), **kwargs}
-    net = create_model(name, num_classes=int(num_classes or 1000), checkpoint_path=checkpoint, **kwargs)
+    net = create_model(name, num_classes=int(num_classes or 1000), checkpoint_path=checkpoint,
+                       **rebuild_kwargs(meta, name, kwargs))
     net.set_train(False)
     if getattr(net, "preprocess", None) is None:
         net.preprocess = normalize_preprocess(meta.get("preprocess"))

@@ -12,7 +12,12 @@ import os
 from dataclasses import dataclass, field, asdict
 from typing import Callable
 
-__all__ = ["register_model", "create_model", "list_models", "model_info", "ModelInfo", "UnknownModelError"]
+__all__ = ["register_model", "create_model", "list_models", "model_info", "ModelInfo", "UnknownModelError",
+           "ModelArgumentError"]
+
+
+class ModelArgumentError(TypeError, ValueError):
+    """A keyword argument the model does not take, or a value it refuses (``create_model(..., **kwargs)``)."""
 
 
 class UnknownModelError(KeyError):
@@ -140,10 +145,10 @@ def create_model(name: str, num_classes: int = 1000, pretrained: bool = False, c
     key = _resolve(name)
     try:
         net = _CONSTRUCTORS[key](num_classes=num_classes, in_channels=in_channels, **kwargs)
-    except TypeError as e:
-        if "unexpected keyword argument" not in str(e):
+    except (TypeError, ValueError) as e:
+        if not kwargs:
             raise
-        raise TypeError(f"model {key!r}: {str(e).split('() ', 1)[-1]}") from None
+        raise ModelArgumentError(f"model {key!r}: {str(e).split('() ', 1)[-1]}") from None
     net.model_name = key
     net.model_kwargs = _recordable(kwargs)
     ckpt = checkpoint_path

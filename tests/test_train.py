@@ -16,7 +16,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = 5
 # The engine tests train ShuffleNet V2 x0.5 with 2/1/1 units per stage (both unit kinds, every code path) instead
 # of 4/8/4: a third of the graph-compile time per run. The demo test below trains the full network.
-SHALLOW = ("--model_kwargs", "{repeats: [2, 1, 1]}")
+SHALLOW_REPEATS = (2, 1, 1)
+SHALLOW = ("--model_kwargs", f"{{repeats: {list(SHALLOW_REPEATS)}}}")
+
+
+def shallow_net(num_classes=CLASSES, **kwargs):
+    """The network the engine tests train (``SHALLOW``), built directly."""
+    return create_model("shufflenet_v2_x0_5", num_classes=num_classes, repeats=SHALLOW_REPEATS, **kwargs)
 
 
 def _tool(name):
@@ -98,8 +104,7 @@ def test_run_folder_metrics_and_checkpoints(full_run):
     summary = json.load(open(os.path.join(full_run, "summary.json")))
     for col in engine.SUMMARY_COLUMNS:
         assert col in summary
-    model = create_model("shufflenet_v2_x0_5", num_classes=CLASSES, repeats=(2, 1, 1))
-    n_params = sum(p.size for p in model.trainable_params())
+    n_params = sum(p.size for p in shallow_net().trainable_params())
     assert summary["cards"] == 1 and summary["resolution"] == 16 and summary["params (M)"] == round(n_params / 1e6, 3)
     assert summary["top-1"] == pytest.approx(float(rows[-1]["val_top1"]), abs=0.01)
     recipe = load(os.path.join(full_run, "recipe.yaml"))
@@ -304,9 +309,7 @@ def test_validate_uses_the_checkpoint_preprocessing(full_run, tmp_path, monkeypa
     from mindshuffle import data as D
     from mindshuffle.checkpoints import save_checkpoint
     from mindshuffle.evaluate import run_validation
-    from mindshuffle.registry import create_model
-    net = create_model("shufflenet_v2_x0_5", num_classes=CLASSES, repeats=(2, 1, 1),
-                       checkpoint_path=os.path.join(full_run, "best.ckpt"))
+    net = shallow_net(checkpoint_path=os.path.join(full_run, "best.ckpt"))
     net.preprocess = {"channel_order": "BGR", "mean": [0, 0, 0], "std": [1, 1, 1]}
     ckpt = save_checkpoint(net, str(tmp_path / "bgr.ckpt"))
     seen = {}
@@ -340,8 +343,7 @@ def test_ema_run_saves_and_validates_the_averaged_weights(ema_runs, capsys):
     ck = ms.load_checkpoint(os.path.join(full, "last.ckpt"))
     assert float(ck["ema_updates"].asnumpy()) == 10.0                        # one update per step
     names = [k for k, v in ck.items() if isinstance(v, ms.Parameter) and k.startswith("train.")]
-    model = create_model("shufflenet_v2_x0_5", num_classes=CLASSES, repeats=(2, 1, 1))
-    assert sorted(names) == sorted("train." + k for k in model.parameters_dict())   # every weight, BN stats
+    assert sorted(names) == sorted("train." + k for k in shallow_net().parameters_dict())   # every weight, BN stats
     averaged, trained = ck["conv1.conv.weight"].asnumpy(), ck["train.conv1.conv.weight"].asnumpy()
     assert np.abs(averaged - trained).max() > 1e-6                             # two different weight sets
     best = ms.load_checkpoint(os.path.join(full, "best.ckpt"))
