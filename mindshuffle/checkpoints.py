@@ -5,55 +5,21 @@ so a killed process or a full disk never leaves a half-written file under the re
 """
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
-import tempfile
 
 import mindspore as ms
 from mindspore import nn
+
+from .errors import CheckpointError
+from .fileio import atomic_path
 
 __all__ = ["CheckpointError", "save_checkpoint", "read_checkpoint", "load_model_weights", "checkpoint_metadata",
            "checkpoint_preprocess", "model_metadata", "normalize_preprocess", "set_pool_same", "uses_pool_same",
            "set_authors_shuffle", "uses_authors_shuffle", "rebuild_kwargs", "DEFAULT_PREPROCESS"]
 
 log = logging.getLogger(__name__)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used: missing, unreadable, or of another model."""
-
-
-# Test-only fault injection (tests/test_faults.py): "pause:N" stops the N-th save of this process after the
-# temporary file is written and before the rename (so a test can kill it there); "enospc:N" makes the N-th
-# save fail as a full disk would.
-FAULT_ENV = "MINDSHUFFLE_TEST_SAVE_FAULT"
-_saves = [0]
-
-
-def _fault_hook(tmp: str, path: str) -> None:
-    spec = os.environ.get(FAULT_ENV, "")
-    if not spec:
-        return
-    _saves[0] += 1
-    kind, _, nth = spec.partition(":")
-    if _saves[0] != int(nth or 1):
-        return
-    if kind == "enospc":
-        os.chmod(tmp, 0o600)
-        os.truncate(tmp, os.path.getsize(tmp) // 2)  # a write that stopped half-way
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
-    if kind == "pause":
-        fault_pause(f"before renaming {tmp} to {path}")
-
-
-def fault_pause(where: str) -> None:
-    """Test-only: say where on stderr and stop here until the test kills the process."""
-    import sys
-    import time
-    print(f"fault hook: paused {where}", file=sys.stderr, flush=True)
-    time.sleep(3600)
 
 
 def save_checkpoint(obj, path: str, append_dict: dict | None = None) -> str:
@@ -66,20 +32,9 @@ def save_checkpoint(obj, path: str, append_dict: dict | None = None) -> str:
     if isinstance(obj, nn.Cell):
         append_dict = dict(append_dict or {})
         append_dict.setdefault(META_KEY, json.dumps(model_metadata(obj)))
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".ckpt", dir=folder)
-    os.close(fd)
-    try:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_path(path, suffix=".ckpt") as tmp:
         ms.save_checkpoint(obj, tmp, append_dict=append_dict)
-        with open(tmp, "rb") as f:  # MindSpore leaves the file read-only (0400): fsync needs no write access
-            os.fsync(f.fileno())
-        _fault_hook(tmp, path)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return path
 
 
@@ -156,8 +111,8 @@ def set_pool_same(net: nn.Cell) -> nn.Cell:
         net.pad_pool = None
         net.stem_folded = False
     for _, cell in net.cells_and_names():
-        if isinstance(cell, ShuffleUnitV1) and cell.stride == 2:
-            cell.pool = nn.AvgPool2d(kernel_size=3, stride=2, pad_mode="same")
+        if isinstance(cell, ShuffleUnitV1):
+            cell.set_pool_same()  # the unit switches its own down-sampling pool
     net.pool_same = True
     return net
 

@@ -78,11 +78,11 @@ def make_exportable(net: nn.Cell, fuse: bool = True) -> nn.Cell:
     padded pools rewritten as zero-pad + unpadded pool, which ONNX can express.
 
     MindSpore lowers a padded ``MaxPool2d`` to MaxPool3DWithArgmax, which its ONNX exporter lacks. Zero
-    padding gives the same result: the stem's max pool follows a ReLU (inputs >= 0), and V1's average pool
-    counts the padding like zeros. MindCV-style "same" pools export as they are.
+    padding gives the same result: the stem's max pool follows a ReLU (inputs >= 0). V1's shortcut pool is
+    already a zero pad and a valid pool (models/shufflenet_v1.ZeroPadAvgPool); MindCV-style "same" pools export
+    as they are.
     """
     from .layers import fuse_model
-    from .models.shufflenet_v1 import ShuffleUnitV1
     net.set_train(False)
     if fuse:
         fuse_model(net)
@@ -96,10 +96,6 @@ def make_exportable(net: nn.Cell, fuse: bool = True) -> nn.Cell:
         net.maxpool = nn.SequentialCell([_zero_pad(), nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="valid")])
     if isinstance(pool, nn.MaxPool2d) and str(getattr(pool, "pad_mode", "")).upper() == "PAD":
         net.maxpool = nn.SequentialCell([_zero_pad(), nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="valid")])
-    for _, cell in net.cells_and_names():
-        if isinstance(cell, ShuffleUnitV1) and cell.stride == 2 and \
-                str(getattr(cell.pool, "pad_mode", "")).upper() == "PAD":
-            cell.pool = nn.SequentialCell([_zero_pad(), nn.AvgPool2d(kernel_size=3, stride=2, pad_mode="valid")])
     return net
 
 

@@ -16,11 +16,9 @@ from typing import Any, Sequence
 
 import yaml
 
+from .errors import RecipeError
+
 __all__ = ["Key", "KEYS", "Recipe", "RecipeError", "load", "parse_overrides", "save", "keys_table"]
-
-
-class RecipeError(ValueError):
-    """A recipe that cannot be used: unknown key, bad value, unreadable file."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +44,10 @@ KEYS: tuple[Key, ...] = (
     Key("log_interval", "int", 0, "log the running loss every N steps (0 = only per epoch)", minimum=0),
     Key("log_sample_ids", "bool", False, "write the sample indices each rank sees per epoch to samples/"),
     Key("jit_level", "str", "O0", "graph compile level passed to MindSpore (O0, O1, O2)", ("O0", "O1", "O2")),
-    Key("dataset_sink_mode", "bool", False, "feed data through the device queue (Ascend/GPU; off on CPU)"),
+    Key("dataset_sink_mode", "bool", False, "feed data through the device queue and run sink_size steps per "
+        "host call (Ascend/GPU; off on CPU)"),
+    Key("sink_size", "int", -1, "steps per host call in dataset sink mode (-1 = a whole epoch, as MindCV; "
+        "rounded down to a divisor of the steps per epoch)", minimum=-1),
     Key("enable_compile_cache", "bool", False, "cache compiled graphs between runs (MindSpore compile cache)"),
     # dataset
     Key("dataset", "str", "folder", "folder | imagenet (train/ val/ of class folders), tiny_imagenet "
@@ -92,12 +93,16 @@ KEYS: tuple[Key, ...] = (
     Key("keep_checkpoint_max", "int", 1, "MindCV's key; mindshuffle keeps last.ckpt and best.ckpt", minimum=1),
     Key("overwrite", "bool", False, "allow writing into a run folder that holds a finished run"),
     Key("epoch_size", "int", 100, "epochs to train", minimum=1),
+    Key("dry_run", "bool", False, "resolve the recipe, the run plan and the data, build the model and "
+        "optimizer, print the plan, and stop: no graph compiled, nothing written"),
     Key("stop_after_epoch", "int", 0, "end this process after that epoch, as if interrupted (0 = off; "
         "for resume tests)", minimum=0),
     Key("amp_level", "str", "O0", "mixed precision: O0 (fp32), O1, O2, O3 (O0 is used on CPU)",
         ("O0", "O1", "O2", "O3")),
     Key("loss_scale", "float", 1.0, "static loss scale (for fp16 AMP levels)", minimum=1e-8),
     Key("loss_scale_type", "str", "fixed", "fixed or dynamic loss scaling", ("fixed", "dynamic")),
+    Key("drop_overflow_update", "bool", False, "skip the update of a step whose gradients overflowed (always "
+        "on with dynamic loss scaling)"),
     # loss
     Key("loss", "str", "CE", "MindCV loss name (cross-entropy)", ("CE",)),
     Key("label_smoothing", "float", 0.1, "label smoothing", minimum=0),
@@ -124,7 +129,7 @@ KEYS: tuple[Key, ...] = (
 _BY_NAME = {k.name: k for k in KEYS}
 # MindCV keys that only make sense inside MindCV's own train.py; accepted and ignored so MindCV recipes load.
 IGNORED_MINDCV_KEYS = ("dataset_download", "val_split_size", "clip_grad", "clip_value",
-                       "drop_overflow_update", "gradient_accumulation_steps", "ckpt_save_policy",
+                       "gradient_accumulation_steps", "ckpt_save_policy",
                        "ckpt_save_interval", "filter_bias_and_bn", "aux_factor", "num_aug_repeats",
                        "config")
 

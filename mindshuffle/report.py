@@ -1,7 +1,7 @@
 """A run, for people to look at: plots and a one-page ``report.md`` from a run folder, and side-by-side
 comparison of several runs.
 
-Reads what ``engine.fit`` writes (see its module docstring): metrics.csv, steps.csv, summary.json, recipe.yaml,
+Reads what ``train.fit`` writes (see train/run_folder.py): metrics.csv, steps.csv, summary.json, recipe.yaml,
 classes.json, best_confusion.npy (val) and train_confusion.npy (train, best weights).
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ import tempfile
 import numpy as np
 
 from . import plots as P
+from .runfiles import SUMMARY_COLUMNS, summary_table
 
 __all__ = ["RunDataError", "load_run", "make_report", "compare_runs"]
 
@@ -109,7 +110,6 @@ def make_report(run_dir: str, out_dir: str | None = None) -> dict:
 
 
 def _report_md(run: dict, figures: list, confused: list, run_dir: str) -> str:
-    from .engine import summary_table
     s, r, last = run["summary"], run["recipe"], run["metrics"][-1]
     model = _label(run)
     lines = [f"# Run report: {model}", ""]
@@ -172,7 +172,6 @@ def compare_runs(run_dirs: list, out_dir: str, labels: list | None = None) -> di
     for key, ylabel in (("val_top1", "val top-1 (%)"), ("train_top1", "train top-1 (%)"),
                         ("train_loss", "train loss")):
         written += P.plot_compare(by, key, os.path.join(out_dir, f"compare_{key}"), ylabel, ylabel)
-    from .engine import SUMMARY_COLUMNS
     lines = ["# Run comparison", "", "| run | " + " | ".join(SUMMARY_COLUMNS) + " |",
              "|" + "---|" * (len(SUMMARY_COLUMNS) + 1)]
     for label, r in zip(labels, runs):

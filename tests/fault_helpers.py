@@ -12,8 +12,8 @@ from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
-SAVE_FAULT = "MINDSHUFFLE_TEST_SAVE_FAULT"   # read by mindshuffle/checkpoints.py (test-only hook)
-STEP_FAULT = "MINDSHUFFLE_TEST_STEP_FAULT"   # read by mindshuffle/engine.py (test-only hook)
+SAVE_FAULT = "MINDSHUFFLE_TEST_SAVE_FAULT"   # read by tests/fault_train.py (test-only hooks)
+STEP_FAULT = "MINDSHUFFLE_TEST_STEP_FAULT"
 BAD_FILES = ("corrupt.jpg", "empty.jpg")                 # unreadable: skipped and named once
 ODD_FILES = ("gray.png", "cmyk.jpg", "rgba.png")          # readable in another colour mode: used
 
@@ -58,9 +58,14 @@ def tool_env(**extra):
     return env
 
 
+def script(name):
+    """``tools/<name>.py``, or ``tests/fault_train.py`` (train.py with the test-only fault hooks)."""
+    return os.path.join(ROOT, "tests" if name == "fault_train" else "tools", f"{name}.py")
+
+
 def run_tool(name, args, timeout=300, **env):
-    """Run ``tools/<name>.py`` with the venv's python; returns the CompletedProcess (text)."""
-    return subprocess.run([sys.executable, os.path.join(ROOT, "tools", f"{name}.py"), *args], cwd=ROOT,
+    """Run ``script(name)`` with the venv's python; returns the CompletedProcess (text)."""
+    return subprocess.run([sys.executable, script(name), *args], cwd=ROOT,
                           env=tool_env(**env), capture_output=True, text=True, timeout=timeout)
 
 
@@ -73,7 +78,7 @@ def start(cmd, out_dir, tag, **env):
 
 
 def start_tool(name, args, out_dir, tag, **env):
-    return start([sys.executable, os.path.join(ROOT, "tools", f"{name}.py"), *args], out_dir, tag, **env)
+    return start([sys.executable, script(name), *args], out_dir, tag, **env)
 
 
 def read(path):

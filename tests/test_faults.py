@@ -18,7 +18,9 @@ import pytest
 
 import fault_helpers as F
 from test_train import SHALLOW
-from mindshuffle import engine
+from mindshuffle import runfiles
+from mindshuffle.train import logs as train_logs
+from mindshuffle.train.run_folder import RunFolder
 from mindshuffle.checkpoints import CheckpointError, read_checkpoint, save_checkpoint
 from mindshuffle.recipe import load
 from mindshuffle.registry import create_model
@@ -47,9 +49,9 @@ def _metrics_rows(run):
     """metrics.csv as raw rows: every row complete (no torn line), every cell a number or empty."""
     with open(os.path.join(run, "metrics.csv"), newline="") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == list(engine.METRICS_COLUMNS)
+    assert rows[0] == list(runfiles.METRICS_COLUMNS)
     for r in rows[1:]:
-        assert len(r) == len(engine.METRICS_COLUMNS), r
+        assert len(r) == len(runfiles.METRICS_COLUMNS), r
         for cell in r:
             if cell:
                 float(cell)
@@ -84,12 +86,12 @@ def chain(odd_data, tmp_path_factory):
     seen = {}
 
     # 1) the disk fills up while epoch 2 is saved (after epoch 1's last.ckpt was written)
-    p = F.run_tool("train", train_args(odd_data, run), **{F.SAVE_FAULT: "enospc:2"})
+    p = F.run_tool("fault_train", train_args(odd_data, run), **{F.SAVE_FAULT: "enospc:2"})
     seen["enospc"] = {"rc": p.returncode, "stdout": p.stdout, "stderr": p.stderr, "temps": _temp_files(run),
                       "state": _state(os.path.join(run, "last.ckpt")), "epochs": _metrics_rows(run)}
 
     # 2) kill -9 in the middle of epoch 2
-    proc, out, err = F.start_tool("train", ["--resume", run], logs, "mid_epoch", **{F.STEP_FAULT: "2:2"})
+    proc, out, err = F.start_tool("fault_train", ["--resume", run], logs, "mid_epoch", **{F.STEP_FAULT: "2:2"})
     try:
         F.wait_for(proc, err, "fault hook: paused after epoch 2 step 2", timeout=240)
         F.kill9(proc)
@@ -99,7 +101,7 @@ def chain(odd_data, tmp_path_factory):
                          "epochs": _metrics_rows(run), "temps": _temp_files(run)}
 
     # 3) kill -9 after the new last.ckpt was written to its temporary file, before the rename
-    proc, out, err = F.start_tool("train", ["--resume", run], logs, "in_save", **{F.SAVE_FAULT: "pause:1"})
+    proc, out, err = F.start_tool("fault_train", ["--resume", run], logs, "in_save", **{F.SAVE_FAULT: "pause:1"})
     try:
         F.wait_for(proc, err, "fault hook: paused", timeout=240)
         temps = _temp_files(run)
@@ -191,7 +193,11 @@ def test_overwrite_true_clears_the_finished_run(chain, odd_data, tmp_path):
     copy = str(tmp_path / "copy")
     shutil.copytree(run, copy)
     cfg = load(None, train_args(odd_data, copy, "--overwrite", "True"))
-    assert engine._prepare_run_dir(cfg, resume=False, rank=0) == copy
+    folder = RunFolder(cfg.ckpt_save_dir)
+    folder.check_start(resume=False, overwrite=cfg.overwrite)   # allowed: overwrite
+    folder.lock()
+    folder.clear()
+    folder.unlock()
     for name in ("summary.json", "last.ckpt", "best.ckpt", "metrics.csv"):
         assert not os.path.exists(os.path.join(copy, name))
 
@@ -365,7 +371,7 @@ def test_msrun_worker_killed_job_ends_naming_the_rank(good_data, tmp_path):
     tag = f"{os.getpid()}-{time.time_ns()}"
     proc, out, err = F.start(cmd, str(tmp_path), "msrun", FAULT_TEST_JOB=tag)
     try:
-        F.wait_for(proc, os.path.join(run, "train.log"), "epoch 1 step 2/", timeout=300)  # both ranks train
+        F.wait_for(proc, os.path.join(run, "train.log"), "epoch 1 step ", timeout=300)  # both ranks train
         pids = {}
         for _ in range(50):
             pids = _worker_pids(tag, proc.pid)
@@ -394,4 +400,4 @@ def test_msrun_worker_killed_job_ends_naming_the_rank(good_data, tmp_path):
 def _drop_log_handlers():
     """fit() logs to the stdout of the test that called it; later tests must not write to that closed stream."""
     yield
-    engine.setup_logging(None)
+    train_logs.start_logging(0)

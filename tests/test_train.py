@@ -3,13 +3,15 @@ import csv
 import importlib.util
 import json
 import os
+import shutil
 
 import mindspore as ms
 import numpy as np
 import pytest
 from PIL import Image
 
-from mindshuffle import create_model, engine
+from mindshuffle import create_model, runfiles
+from mindshuffle.train import build
 from mindshuffle.recipe import load
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,10 +75,11 @@ def resumed_run(data_dir, tmp_path_factory):
     train = _tool("train")
     assert train.main(base_args(data_dir, run, "--stop_after_epoch", "1")) == 0
     interrupted = {
-        "metrics": engine.read_metrics(os.path.join(run, "metrics.csv")),
+        "metrics": runfiles.read_metrics(os.path.join(run, "metrics.csv")),
         "summary": os.path.isfile(os.path.join(run, "summary.json")),
         "state": json.loads(ms.load_checkpoint(os.path.join(run, "last.ckpt"))["mindshuffle_state"]),
     }
+    shutil.copytree(run, run + "_epoch1")                    # for the resume tests below
     assert train.main(["--resume", run]) == 0
     return run, interrupted
 
@@ -91,7 +94,7 @@ def test_run_folder_metrics_and_checkpoints(full_run):
         assert os.path.isfile(os.path.join(full_run, name)), name
     with open(os.path.join(full_run, "metrics.csv")) as f:
         rows = list(csv.DictReader(f))
-    assert tuple(rows[0]) == engine.METRICS_COLUMNS and [r["epoch"] for r in rows] == ["1", "2"]
+    assert tuple(rows[0]) == runfiles.METRICS_COLUMNS and [r["epoch"] for r in rows] == ["1", "2"]
     assert rows[0]["val_top1"] == "" and rows[1]["val_top1"] and rows[1]["val_top5"]   # val_interval 2
     assert all(float(r["img_s"]) > 0 and float(r["train_loss"]) > 0 for r in rows)
     assert float(rows[1]["lr"]) < float(rows[0]["lr"])                       # linear decay
@@ -102,7 +105,7 @@ def test_run_folder_metrics_and_checkpoints(full_run):
     assert any(k.startswith("moments.") for k in ck)                         # optimizer state for resume
     assert not any(k.startswith("moments.") for k in ms.load_checkpoint(os.path.join(full_run, "best.ckpt")))
     summary = json.load(open(os.path.join(full_run, "summary.json")))
-    for col in engine.SUMMARY_COLUMNS:
+    for col in runfiles.SUMMARY_COLUMNS:
         assert col in summary
     n_params = sum(p.size for p in shallow_net().trainable_params())
     assert summary["cards"] == 1 and summary["resolution"] == 16 and summary["params (M)"] == round(n_params / 1e6, 3)
@@ -147,8 +150,8 @@ def test_resume_continues_exactly(full_run, resumed_run):
     run, interrupted = resumed_run
     assert len(interrupted["metrics"]) == 1 and not interrupted["summary"]
     assert interrupted["state"]["epoch"] == 1 and interrupted["state"]["step"] == 5
-    rows = engine.read_metrics(os.path.join(run, "metrics.csv"))
-    full_rows = engine.read_metrics(os.path.join(full_run, "metrics.csv"))
+    rows = runfiles.read_metrics(os.path.join(run, "metrics.csv"))
+    full_rows = runfiles.read_metrics(os.path.join(full_run, "metrics.csv"))
     assert [r["epoch"] for r in rows] == [1, 2] and os.path.isfile(os.path.join(run, "summary.json"))
     assert rows[1]["lr"] == pytest.approx(full_rows[1]["lr"])                # same LR position
     a, b = _weights(os.path.join(full_run, "last.ckpt")), _weights(os.path.join(run, "last.ckpt"))
@@ -160,29 +163,60 @@ def test_resume_continues_exactly(full_run, resumed_run):
         np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-6, err_msg=k)
     assert rows[1]["train_loss"] == pytest.approx(full_rows[1]["train_loss"], rel=1e-4)
     # steps.csv: appended per epoch, cut back to the checkpoint on resume: every step once, same losses
-    steps = [engine._read_steps(os.path.join(r, "steps.csv"), 10 ** 9) for r in (full_run, run)]
+    steps = [runfiles.read_steps(os.path.join(r, "steps.csv"), 10 ** 9) for r in (full_run, run)]
     assert [s[0] for s in steps[1]] == list(range(1, 11))
     np.testing.assert_allclose([s[3] for s in steps[1]], [s[3] for s in steps[0]], rtol=1e-4)
 
 
+def _listing(folder):
+    return sorted((n, os.path.getmtime(os.path.join(folder, n)), os.path.getsize(os.path.join(folder, n)))
+                  for n in os.listdir(folder))
+
+
+def test_refused_resume_changes_nothing(resumed_run, tmp_path, capsys):
+    run = str(tmp_path / "copy")
+    shutil.copytree(resumed_run[0] + "_epoch1", run)
+    before = _listing(run)
+    assert _tool("train").main(["--resume", run, "--ema", "True"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds no EMA state" in err[0], err
+    assert _listing(run) == before
+
+
+def test_resume_with_another_batch_size_rebuilds_the_lr_table(resumed_run, tmp_path, capsys):
+    run = str(tmp_path / "copy")
+    shutil.copytree(resumed_run[0] + "_epoch1", run)
+    assert _tool("train").main(["--resume", run, "--batch_size", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "resume on 1 card(s) x batch 4 (was 1 x 8): 10 steps per epoch now, learning-rate table rebuilt; " \
+           "continuing with epoch 2 at step 10" in out
+    state = json.loads(ms.load_checkpoint(os.path.join(run, "last.ckpt"))["mindshuffle_state"])
+    assert (state["epoch"], state["step"], state["batch_size"]) == (2, 20, 4)
+    assert int(_weights(os.path.join(run, "last.ckpt"))["global_step"].reshape(-1)[0]) == 20
+    rows = runfiles.read_metrics(os.path.join(run, "metrics.csv"))
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[1]["lr"] == pytest.approx(0.05 / 20, rel=1e-4)
+    steps = runfiles.read_steps(os.path.join(run, "steps.csv"), 10 ** 9)
+    assert [s[0] for s in steps] == [1, 2, 3, 4, 5] + list(range(11, 21))
+
+
 def test_steps_csv_resume_drops_an_unsaved_epoch_and_a_cut_line(tmp_path):
     path = str(tmp_path / "steps.csv")
-    engine._write_steps(path, [])
-    engine._append_steps(path, [(1, 1, 0.1, 2.0), (2, 1, 0.1, 1.5)])
-    engine._append_steps(path, [(3, 2, 0.05, 1.0)])
+    runfiles.write_steps(path, [])
+    runfiles.append_steps(path, [(1, 1, 0.1, 2.0), (2, 1, 0.1, 1.5)])
+    runfiles.append_steps(path, [(3, 2, 0.05, 1.0)])
     with open(path, "a") as f:
         f.write("4,2,0.0")                                                   # a process killed mid-write
-    assert [r[0] for r in engine._read_steps(path, 10)] == [1, 2, 3]
-    assert engine._read_steps(path, 2) == [(1, 1, 0.1, 2.0), (2, 1, 0.1, 1.5)]
+    assert [r[0] for r in runfiles.read_steps(path, 10)] == [1, 2, 3]
+    assert runfiles.read_steps(path, 2) == [(1, 1, 0.1, 2.0), (2, 1, 0.1, 1.5)]
 
 
 def test_freeze_backbone_and_weight_decay_groups():
     cfg = load(None, ["--data_dir", "/d", "--model", "shufflenet_v2_x0_5", "--freeze_backbone", "True"])
-    net = engine._build_model(cfg, 7)
+    net = build.build_model(cfg, 7)
     assert [p.name for p in net.trainable_params()] == ["classifier.weight"]
     cfg2 = load(None, ["--data_dir", "/d", "--model", "shufflenet_v2_x0_5_tv"])
-    net2 = engine._build_model(cfg2, 7)
-    groups = engine._param_groups(net2, cfg2)
+    net2 = build.build_model(cfg2, 7)
+    groups = build.param_groups(net2, cfg2)
     decay = {p.name for p in groups[0]["params"]}
     rest = {p.name for p in groups[1]["params"]}
     assert "conv1.conv.weight" in decay and "classifier.weight" in decay

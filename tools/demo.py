@@ -36,7 +36,9 @@ def main(argv=None) -> int:
         prepare_digits(cfg.data_dir)
         print(f"[2/3] training {cfg.model} on {cfg.device_target} for {cfg.epoch_size} epochs "
               f"(batch {cfg.batch_size}, lr {cfg.lr}, {cfg.scheduler}) into {cfg.ckpt_save_dir}")
-        from mindshuffle.engine import RunFolderError, fit, summary_table
+        from mindshuffle.errors import RunFolderError
+        from mindshuffle.runfiles import summary_table
+        from mindshuffle.train import fit
         t0 = time.time()
         try:
             summary = fit(cfg)

@@ -1,8 +1,9 @@
 """Train a recipe: standalone, or data-parallel under msrun.
 
-    python tools/train.py --config configs/shufflenet_v2_0.5_cpu.yaml [--key value ...]
+    python tools/train.py --config configs/shufflenet_v2_0.5_cpu.yaml [--key value ...]   (-c works too)
+    python tools/train.py -c configs/shufflenet_v2_0.5_ascend.yaml --dry_run True   (print the run plan, train nothing)
     python tools/train.py --resume RUN_DIR [--key value ...]
-    msrun --worker_num 8 --local_worker_num 8 python tools/train.py --config configs/shufflenet_v2_0.5_ascend.yaml
+    msrun --bind_core True --worker_num 8 --local_worker_num 8 python tools/train.py --config configs/shufflenet_v2_0.5_ascend.yaml
 """
 import os
 import sys
@@ -29,17 +30,17 @@ def _pop(argv: list, flag: str):
     return None
 
 
-def main(argv=None) -> int:
+def main(argv=None, callbacks=()) -> int:
+    """``callbacks``: extra ``mindshuffle.train.callbacks.Callback`` objects (tests hook faults in here)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip() + "\n\n" + USAGE)
         return 0 if argv else 2
     from mindshuffle import recipe as R
-    from mindshuffle.checkpoints import CheckpointError
-    from mindshuffle.data import DataError
+    from mindshuffle.errors import MindshuffleError, WorkerFailedError
     from mindshuffle.registry import UnknownModelError
     try:
-        config = _pop(argv, "--config")
+        config = _pop(argv, "--config") or _pop(argv, "-c")
         resume_dir = _pop(argv, "--resume")
         if resume_dir:
             saved = os.path.join(resume_dir, "recipe.yaml")
@@ -52,23 +53,23 @@ def main(argv=None) -> int:
                 cfg.config = os.path.abspath(config)
         else:  # without --config every key comes from its default or the command line
             cfg = R.load(config, argv)
-        from mindshuffle.engine import fit, RunFolderError, WorkerFailedError
+        from mindshuffle.train import Interrupted, fit
         try:
-            fit(cfg, resume=bool(resume_dir))
-        except RunFolderError as e:
-            raise R.RecipeError(str(e)) from None
+            fit(cfg, resume=bool(resume_dir), callbacks=callbacks)
+        except Interrupted as e:
+            print(str(e), file=sys.stderr)
+            return 130
         except WorkerFailedError as e:  # not a user error: exit 1; upper case so msrun's log digest shows it
             print(f"ERROR: {e}", file=sys.stderr)
             return 1
     except SystemExit as e:
         print(e, file=sys.stderr)
         return 2
-    except (R.RecipeError, DataError, CheckpointError, UnknownModelError, FileNotFoundError,
-            FloatingPointError) as e:
+    except (MindshuffleError, UnknownModelError, FileNotFoundError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; continue with --resume RUN_DIR (the last finished epoch is kept)", file=sys.stderr)
+        print("interrupted before training started; nothing to resume", file=sys.stderr)
         return 130
     return 0
 

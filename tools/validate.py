@@ -1,7 +1,7 @@
 """Validate a checkpoint: top-1, top-5 (with >= 5 classes), per-class accuracy and the confusion matrix,
 saved beside the checkpoint as <stem>_confusion.npy/.csv and <stem>_per_class.csv.
 
-    python tools/validate.py --config configs/digits_demo.yaml --ckpt_path runs/digits/best.ckpt
+    python tools/validate.py -c configs/digits_demo.yaml --ckpt_path runs/digits/best.ckpt   (-c or --config)
 """
 import os
 import sys
@@ -44,12 +44,13 @@ def main(argv=None) -> int:
     from mindshuffle.registry import UnknownModelError
     try:
         config = None
-        if "--config" in argv:
-            i = argv.index("--config")
-            if i + 1 >= len(argv):
-                raise R.RecipeError("--config needs a value")
-            config = argv[i + 1]
-            del argv[i:i + 2]
+        for flag in ("--config", "-c"):  # -c as in MindCV's validate.py
+            if flag in argv:
+                i = argv.index(flag)
+                if i + 1 >= len(argv):
+                    raise R.RecipeError(f"{flag} needs a value")
+                config = argv[i + 1]
+                del argv[i:i + 2]
         cfg = R.load(config, argv)
         if not cfg.ckpt_path:
             raise R.RecipeError("no checkpoint: pass --ckpt_path RUN_DIR/best.ckpt")

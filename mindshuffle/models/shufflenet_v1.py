@@ -13,7 +13,7 @@ from .base import ClassifierNet, init_like_authors
 from ..layers import ConvBNAct, GroupShuffle
 from ..registry import register_model
 
-__all__ = ["ShuffleUnitV1", "ShuffleNetV1", "v1_widths"]
+__all__ = ["ShuffleUnitV1", "ShuffleNetV1", "ZeroPadAvgPool", "v1_widths"]
 
 # Table 1 of the V1 paper: stage2-4 output channels at 1x for each group count
 _BASE = {1: (144, 288, 576), 2: (200, 400, 800), 3: (240, 480, 960), 4: (272, 544, 1088), 8: (384, 768, 1536)}
@@ -38,6 +38,26 @@ def v1_widths(groups: int, scale: float) -> tuple:
     return (conv1,) + stages
 
 
+class ZeroPadAvgPool(nn.Cell):
+    """Average pool of the input zero-padded by ``padding`` on each side; every window is divided by
+    ``kernel_size`` squared, padding included.
+
+    This computes what ``nn.AvgPool2d(kernel_size, stride, pad_mode="pad", padding=padding)`` computes (it counts
+    the padding as zeros), bit for bit on CPU (tests/test_ascend_build.py), but as a zero pad followed by an
+    unpadded pool: MindSpore 2.7.1 refuses to build a padded ``nn.AvgPool2d`` for Ascend 910B and 910_93
+    (Atlas A2/A3), and ONNX export can express both pieces. The two are operators, not cells, so the pool
+    stays one leaf cell for ``mindshuffle.analysis`` (its MAC is input + output, as before).
+    """
+
+    def __init__(self, kernel_size: int = 3, stride: int = 2, padding: int = 1):
+        super().__init__()
+        self.pad = ops.Pad(((0, 0), (0, 0), (padding, padding), (padding, padding)))
+        self.pool = ops.AvgPool(kernel_size=kernel_size, strides=stride, pad_mode="valid")
+
+    def construct(self, x: Tensor) -> Tensor:
+        return self.pool(self.pad(x))
+
+
 class ShuffleUnitV1(nn.Cell):
     """ShuffleNet V1 unit (V1 paper, Fig. 2b/2c)."""
 
@@ -53,8 +73,15 @@ class ShuffleUnitV1(nn.Cell):
         self.dw = ConvBNAct(mid, mid, 3, stride=stride, groups=mid, act=None)
         self.pw2 = ConvBNAct(mid, main_out, 1, groups=groups, act=None)
         if stride == 2:
-            self.pool = nn.AvgPool2d(kernel_size=3, stride=2, pad_mode="pad", padding=1)
+            # the authors' shortcut: 3x3 average pool, padding 1 counted as zeros (builds on every Ascend SoC)
+            self.pool = ZeroPadAvgPool(3, 2, 1)
         self.relu = nn.ReLU()
+
+    def set_pool_same(self) -> None:
+        """Pool the stride-2 shortcut like MindCV (``pad_mode="same"``: 0 before, 1 after); MindSpore builds
+        this pool on Ascend 910B/910_93 too. A stride-1 unit has no pool and is left as it is."""
+        if self.stride == 2:
+            self.pool = nn.AvgPool2d(kernel_size=3, stride=2, pad_mode="same")
 
     def construct(self, x: Tensor) -> Tensor:
         y = self.pw1(x)

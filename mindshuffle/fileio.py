@@ -1,0 +1,66 @@
+"""Files written whole or not at all: one atomic writer (temporary file in the same folder, flush, fsync,
+rename, clean up on failure), with text, JSON and numpy helpers on top, and a Markdown table helper."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from typing import Callable, Sequence
+
+import numpy as np
+
+__all__ = ["atomic_path", "atomic_write", "atomic_text", "atomic_json", "atomic_npy", "markdown_table", "TMP_PREFIX"]
+
+TMP_PREFIX = ".tmp-"  # every temporary file starts with this; a run folder sweeps the ones a killed process left
+
+
+@contextlib.contextmanager
+def atomic_path(path: str, suffix: str = ""):
+    """Yield a temporary path beside ``path`` for a writer that wants a file name (MindSpore's checkpoint
+    writer); on success the file is made durable and renamed to ``path``, on any failure it is removed."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=suffix, dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:  # read access is enough to fsync (MindSpore leaves its files 0400)
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write(path: str, write: Callable, binary: bool = False, suffix: str = "") -> str:
+    """Call ``write(f)`` on a temporary file beside ``path``, make it durable, then rename it to ``path``.
+
+    A crash, a full disk or Ctrl-C leaves either the old file or the new one under ``path``, never a mix;
+    the temporary file is removed on any failure.
+    """
+    with atomic_path(path, suffix) as tmp:
+        with open(tmp, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
+            write(f)
+    return path
+
+
+def atomic_text(path: str, text: str) -> str:
+    return atomic_write(path, lambda f: f.write(text))
+
+
+def atomic_json(path: str, obj) -> str:
+    return atomic_text(path, json.dumps(obj, indent=1))
+
+
+def atomic_npy(path: str, array) -> str:
+    return atomic_write(path, lambda f: np.save(f, array), binary=True, suffix=".npy")
+
+
+def markdown_table(header: Sequence, rows: Sequence[Sequence]) -> str:
+    """A Markdown table; ``None`` cells print as ``-``."""
+    def cell(v):
+        return "-" if v is None else str(v).replace("|", "\\|")
+    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(cell, r)) + " |" for r in rows]
+    return "\n".join(lines)

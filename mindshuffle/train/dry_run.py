@@ -1,0 +1,61 @@
+"""``dry_run: True``: resolve the recipe, the data (or ImageNet-1k's size when data_dir is not on this
+machine), the run plan for the recipe's device and cards, the learning-rate table, the model and the optimizer;
+print the plan; compile nothing and write nothing. Runs on any machine: an Ascend recipe's plan is resolved
+without an Ascend device."""
+from __future__ import annotations
+
+import logging
+import math
+import os
+
+from ..schedules import lr_table
+from .logs import start_logging
+from .plan import resolve
+
+__all__ = ["dry_run", "IMAGENET_TRAIN_IMAGES"]
+
+log = logging.getLogger("mindshuffle")
+
+IMAGENET_TRAIN_IMAGES = 1281167  # ImageNet-1k's training split
+ASSUMED = {"tiny_imagenet": ("Tiny ImageNet", 100000, 200)}  # dataset -> (name, training images, classes)
+
+
+def _cards(cfg) -> int:
+    """Under msrun the job's size; otherwise the cards the recipe's lr was tuned for (global batch / batch)."""
+    if os.environ.get("MS_WORKER_NUM"):
+        return int(os.environ["MS_WORKER_NUM"])
+    if cfg.distribute and cfg.global_batch_size:
+        return max(1, cfg.global_batch_size // cfg.batch_size)
+    return 1
+
+
+def _data(cfg, world: int) -> tuple:
+    """(steps per epoch, classes, what was assumed)."""
+    from .inputs import TrainInputs
+    if cfg.dataset == "digits" or os.path.isdir(cfg.data_dir):
+        data = TrainInputs(cfg, world)
+        return data.steps, data.num_classes, f"{len(data.train)} images in {cfg.data_dir or 'digits'}"
+    name, images, classes = ASSUMED.get(cfg.dataset, ("ImageNet-1k", IMAGENET_TRAIN_IMAGES, 1000))
+    per_rank = math.ceil(images / world)
+    steps = per_rank // cfg.batch_size if cfg.drop_remainder else math.ceil(per_rank / cfg.batch_size)
+    return steps, cfg.num_classes or classes, f"data_dir {cfg.data_dir!r} not here: {name}'s {images} images assumed"
+
+
+def dry_run(cfg) -> dict:
+    import mindspore as ms
+    from .build import build_model, make_optimizer
+    start_logging(0)
+    world = _cards(cfg)
+    steps, classes, data_note = _data(cfg, world)
+    plan = resolve(cfg, 0, world, steps)
+    lrs = lr_table(cfg.scheduler, plan.lr, steps, cfg.epoch_size, min_lr=plan.min_lr,
+                   warmup_epochs=cfg.warmup_epochs, warmup_factor=cfg.warmup_factor, decay_epochs=cfg.decay_epochs)
+    ms.set_context(mode=ms.GRAPH_MODE)  # building cells needs no device: nothing is compiled or run
+    net = build_model(cfg, classes)
+    make_optimizer(net, cfg, lrs, plan.optimizer_loss_scale)
+    params = sum(int(p.size) for p in net.trainable_params())
+    log.info("dry run of %s: %s; model %s (%d classes, %.3f M trainable parameters), %d epochs x %d steps\n%s",
+             os.path.basename(cfg.config) or "the recipe", data_note, cfg.model, classes, params / 1e6, cfg.epoch_size, steps,
+             plan.describe())
+    return {"dry_run": True, "plan": dict(plan.rows()), "notes": list(plan.notes), "steps_per_epoch": steps,
+            "cards": world, "classes": classes}

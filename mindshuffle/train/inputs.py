@@ -1,0 +1,84 @@
+"""The data of a run: the splits, their statistics and transforms, the steps per epoch, and the batches of
+each epoch (a per-epoch loader for the host feed; one dataset for every remaining epoch in sink mode)."""
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+
+from .. import data as D
+from ..errors import DataError
+
+__all__ = ["TrainInputs"]
+
+log = logging.getLogger("mindshuffle")
+
+
+class TrainInputs:
+    """Scanned once per run; ``steps`` is the steps per epoch of each of the ``world`` ranks."""
+
+    def __init__(self, cfg, world: int):
+        self.cfg = cfg
+        self.train = self._subset(cfg, D.scan(cfg.dataset, cfg.data_dir, cfg.train_split))
+        self.val = D.scan(cfg.dataset, cfg.data_dir, cfg.val_split, classes=self.train.classes) \
+            if cfg.val_while_train else None
+        self.num_classes = cfg.num_classes or len(self.train.classes)
+        if self.num_classes < len(self.train.classes):
+            raise DataError(f"num_classes {self.num_classes} is less than the {len(self.train.classes)} class "
+                            f"folders in {self.train.root!r}; set num_classes: 0 to use the folder count")
+        per_rank = math.ceil(len(self.train) / world)
+        self.steps = per_rank // cfg.batch_size if cfg.drop_remainder else math.ceil(per_rank / cfg.batch_size)
+        if self.steps < 1:
+            raise DataError(f"batch_size {cfg.batch_size} is larger than the {per_rank} training images each of "
+                            f"{world} card(s) sees; lower batch_size or set drop_remainder: False")
+        self.per_rank = per_rank
+        self.mean = self.std = None
+        self.train_tf = self.val_tf = self.prep = None
+        self.dataset = None
+
+    @staticmethod
+    def _subset(cfg, files):
+        if not cfg.num_samples or cfg.num_samples >= len(files):
+            return files
+        keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(files))[:cfg.num_samples])
+        return D.FileList([files.paths[i] for i in keep], files.labels[keep], files.classes, files.names,
+                          files.root)
+
+    def prepare(self, cache_dir: str | None) -> None:
+        """Mean/std (``auto`` computes and caches them) and the transforms; ``prep`` is the cell the compiled
+        step applies first when normalisation happens on the device (None: the pipeline normalised)."""
+        cfg = self.cfg
+        self.mean, self.std = D.resolve_stats(cfg, self.train, cache_dir=cache_dir)
+        self.train_tf = D.build_transforms(cfg, self.mean, self.std, is_training=True)
+        self.val_tf = D.build_transforms(cfg, self.mean, self.std, is_training=False)
+        log.info("data: %d train images (%d per card), %s val images, %d classes, %d steps/epoch; mean %s std %s; "
+                 "normalised on the %s", len(self.train), self.per_rank, len(self.val) if self.val else "no",
+                 self.num_classes, self.steps, [round(x, 2) for x in self.mean], [round(x, 2) for x in self.std],
+                 "host" if self.prep is None else "device")
+
+    def indices(self, epoch: int, rank: int, world: int) -> np.ndarray:
+        """The training samples rank ``rank`` sees in ``epoch`` (1-based), as the loader will read them."""
+        cfg = self.cfg
+        idx = D.epoch_indices(len(self.train), epoch - 1, cfg.seed, rank, world, shuffle=cfg.shuffle)
+        return idx[:self.steps * cfg.batch_size] if cfg.drop_remainder else idx
+
+    def epoch_loader(self, epoch: int, run) -> tuple:
+        """(loader, source) for the host feed; (None, source) in sink mode, where one dataset serves all."""
+        import mindspore.dataset as ds
+        if run.plan.sink:
+            return None, self.sink_source
+        ds.config.set_seed(self.cfg.seed * 1000 + epoch - 1)  # augmentation of this epoch, same after a resume
+        idx = self.indices(epoch, run.plan.rank, run.plan.world)
+        if self.cfg.log_sample_ids:
+            run.folder.write_text(f"samples/rank{run.plan.rank}_epoch{epoch}.txt",
+                                  "\n".join(map(str, idx.tolist())) + "\n")
+        return D.build_loader(self.cfg, self.train, idx, self.train_tf, is_training=True)
+
+    def sink_dataset(self, rank: int, world: int, start_epoch: int):
+        """One dataset for every epoch from ``start_epoch`` (0-based count of finished epochs) on."""
+        import mindspore.dataset as ds
+        ds.config.set_seed(self.cfg.seed * 1000 + start_epoch)
+        dataset, self.sink_source = D.build_train_dataset(self.cfg, self.train, self.train_tf, rank, world,
+                                                          self.steps, start_epoch)
+        return dataset

@@ -1,0 +1,161 @@
+"""The run plan: every device-dependent choice of a training run, resolved once from the recipe, the device
+and the ranks, printed at start and recorded in the summary.
+
+What runs where (MindSpore 2.7.1, read in its source):
+
+- ``ms.jit`` takes only ``jit_level`` O0/O1; whole-graph sinking is ``backend="GE"`` (Atlas training series),
+  ``"ms_backend"`` otherwise. A recipe's ``jit_level: O2`` (MindCV's published Ascend runs) therefore means
+  ``backend="GE"`` with jit_level O0, as ``mindspore.data_sink`` itself maps it; O0/O1 mean ``ms_backend``.
+  GE exists only on Ascend: elsewhere O2 runs as O0 on ms_backend, and the plan says so.
+- AMP levels O1-O3 wrap the network (``ms.amp.auto_mixed_precision`` returns the network to use); the loss is
+  always computed on float32 logits. fp16 is slower than fp32 on CPU: there the plan uses O0.
+- Loss scaling as MindCV's trainer combines it: ``fixed`` without ``drop_overflow_update`` scales the loss and
+  lets the optimizer divide the gradients (its ``loss_scale``); ``fixed`` with ``drop_overflow_update`` and
+  ``dynamic`` unscale in the step and skip the update of a step whose gradients overflowed; ``dynamic`` also
+  halves the scale on overflow and doubles it after 2,000 clean steps. ``dynamic`` always drops overflowed
+  updates (MindCV refuses it otherwise). fp32 (O0) needs no scaling: the plan uses 1.
+- Dataset sink mode (Ascend/GPU only; ``mindspore.data_sink`` refuses CPU) runs ``sink_size`` steps per host
+  call with the data in a device queue; the metrics stay on the device and are read once per call. On CPU
+  every call runs one step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["RunPlan", "resolve", "LOSS_SCALE_WINDOW", "LOSS_SCALE_FACTOR", "HOST_STEPS_PER_CALL"]
+
+LOSS_SCALE_WINDOW = 2000   # MindCV's DynamicLossScaleManager settings
+LOSS_SCALE_FACTOR = 2
+# The host feed runs up to this many steps between two reads of the device-side metrics: a read waits for the
+# step to finish, so reading after every step stops MindSpore from queueing the next one (~10% of a small CPU
+# step, bench/bench_engine.py); every step's loss is still logged.
+HOST_STEPS_PER_CALL = 8
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What this run does on its device: see the module docstring for every rule."""
+
+    device_target: str
+    rank: int
+    world: int
+    jit_level: str                  # passed to ms.jit (O0 or O1)
+    backend: str                    # ms_backend or GE
+    amp_level: str                  # O0 (fp32) .. O3
+    loss_scale: float               # the scale the loss is multiplied with
+    loss_scale_type: str            # fixed | dynamic
+    drop_overflow_update: bool      # unscale in the step and skip overflowed updates
+    optimizer_loss_scale: float     # the optimizer divides the gradients by this (fixed, no drop)
+    sink: bool                      # data through the device queue (mindspore.data_sink)
+    sink_size: int                  # training steps per host call
+    steps_per_epoch: int
+    batch_size: int
+    lr: float                       # after linear scaling to this run's global batch
+    min_lr: float
+    notes: tuple = field(default_factory=tuple)
+
+    @property
+    def global_batch(self) -> int:
+        return self.world * self.batch_size
+
+    @property
+    def calls_per_epoch(self) -> int:
+        return -(-self.steps_per_epoch // self.sink_size)
+
+    def calls(self) -> list:
+        """Steps of each host call of an epoch: ``sink_size`` each (the host feed's last call may be shorter)."""
+        full, rest = divmod(self.steps_per_epoch, self.sink_size)
+        return [self.sink_size] * full + ([rest] if rest else [])
+
+    @property
+    def graph(self) -> str:
+        """What ran, for logs and the summary row: e.g. ``O0/ms_backend`` or ``O0/GE``."""
+        return f"{self.jit_level}/{self.backend}"
+
+    def rows(self) -> list:
+        scale = (f"{self.loss_scale:g} {self.loss_scale_type}"
+                 + (", overflowed steps skipped" if self.drop_overflow_update else "")
+                 + (f", optimizer divides by {self.optimizer_loss_scale:g}" if self.optimizer_loss_scale != 1
+                    else ""))
+        return [("device", f"{self.device_target}, rank {self.rank} of {self.world}"),
+                ("graph", f"jit_level {self.jit_level}, backend {self.backend}"),
+                ("precision", f"amp_level {self.amp_level}, loss in float32"),
+                ("loss scale", scale),
+                ("data", f"{'dataset sink' if self.sink else 'host feed'}, up to {self.sink_size} step(s) per "
+                         f"call, {self.calls_per_epoch} call(s) = {self.steps_per_epoch} steps/epoch"),
+                ("batch", f"{self.world} card(s) x {self.batch_size} = {self.global_batch}"),
+                ("lr", f"{self.lr:.6g} (min {self.min_lr:.6g})")]
+
+    def describe(self) -> str:
+        width = max(len(k) for k, _ in self.rows())
+        lines = [f"  {k:<{width}}  {v}" for k, v in self.rows()]
+        lines += [f"  note: {n}" for n in self.notes]
+        return "run plan:\n" + "\n".join(lines)
+
+    def summary(self) -> dict:
+        """The plan's part of summary.json."""
+        return {"jit level": self.graph, "amp_level": self.amp_level, "loss_scale": self.loss_scale,
+                "loss_scale_type": self.loss_scale_type, "sink_size": self.sink_size}
+
+
+def _graph(cfg, notes: list) -> tuple:
+    level = cfg.jit_level
+    if level != "O2":
+        return level, "ms_backend"
+    if cfg.device_target == "Ascend":
+        return "O0", "GE"
+    notes.append(f"jit_level O2 -> O0 on ms_backend (GE whole-graph sinking exists only on Ascend, "
+                 f"not {cfg.device_target})")
+    return "O0", "ms_backend"
+
+
+def _precision(cfg, notes: list) -> tuple:
+    """(amp_level, loss_scale, loss_scale_type, drop_overflow_update, optimizer_loss_scale)."""
+    amp, scale, kind, drop = cfg.amp_level, float(cfg.loss_scale), cfg.loss_scale_type, bool(cfg.drop_overflow_update)
+    if cfg.device_target == "CPU" and amp != "O0":
+        notes.append(f"amp_level {amp} -> O0 on CPU (fp16 is slower than fp32 there)")
+        amp = "O0"
+    if amp == "O0" and (scale != 1.0 or kind == "dynamic"):
+        notes.append(f"loss_scale {scale:g} ({kind}) -> 1 (fp32 needs no scaling)")
+        scale, kind, drop = 1.0, "fixed", False
+    if kind == "dynamic" and not drop:
+        notes.append("loss_scale_type dynamic: overflowed steps are skipped (drop_overflow_update True)")
+        drop = True
+    optimizer_scale = scale if (kind == "fixed" and not drop) else 1.0
+    return amp, scale, kind, drop, optimizer_scale
+
+
+def _sink(cfg, steps: int, notes: list) -> tuple:
+    host = (False, min(HOST_STEPS_PER_CALL, steps))
+    if not cfg.dataset_sink_mode:
+        return host
+    if cfg.device_target == "CPU":
+        notes.append("dataset_sink_mode off on CPU (mindspore.data_sink supports Ascend and GPU only)")
+        return host
+    want = steps if cfg.sink_size in (-1, 0) or cfg.sink_size >= steps else cfg.sink_size
+    size = max(d for d in range(1, want + 1) if steps % d == 0)
+    if size != want:
+        notes.append(f"sink_size {want} -> {size} (a divisor of the {steps} steps per epoch)")
+    return True, size
+
+
+def _lr(cfg, world: int, notes: list) -> tuple:
+    global_batch = world * cfg.batch_size
+    if not cfg.global_batch_size or cfg.global_batch_size == global_batch:
+        return cfg.lr, cfg.min_lr
+    factor = global_batch / cfg.global_batch_size
+    notes.append(f"linear LR scaling: {world} card(s) x batch {cfg.batch_size} = {global_batch}, recipe tuned for "
+                 f"{cfg.global_batch_size}: lr {cfg.lr:.4g} -> {cfg.lr * factor:.4g}")
+    return cfg.lr * factor, cfg.min_lr * factor
+
+
+def resolve(cfg, rank: int, world: int, steps_per_epoch: int) -> RunPlan:
+    """The plan for recipe ``cfg`` as rank ``rank`` of ``world`` with ``steps_per_epoch`` steps. Pure: it sets
+    no MindSpore context, so a test (or a dry run) can resolve the plan of any device on a CPU machine."""
+    notes: list = []
+    jit_level, backend = _graph(cfg, notes)
+    amp, scale, kind, drop, opt_scale = _precision(cfg, notes)
+    sink, sink_size = _sink(cfg, steps_per_epoch, notes)
+    lr, min_lr = _lr(cfg, world, notes)
+    return RunPlan(cfg.device_target, rank, world, jit_level, backend, amp, scale, kind, drop, opt_scale, sink,
+                   sink_size, steps_per_epoch, cfg.batch_size, lr, min_lr, tuple(notes))
