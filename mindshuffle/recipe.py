@@ -343,9 +343,6 @@ def _check(cfg: Recipe) -> None:
         raise RecipeError(f"recipe key 'scale': bad value {cfg.scale!r} (need 0 < min <= max)")
     if cfg.min_lr > cfg.lr:
         raise RecipeError(f"recipe key 'min_lr': bad value {cfg.min_lr!r} (must not exceed lr={cfg.lr})")
-    if cfg.warmup_epochs > cfg.epoch_size:
-        raise RecipeError(f"recipe key 'warmup_epochs': bad value {cfg.warmup_epochs!r} "
-                          f"(more than epoch_size={cfg.epoch_size})")
     if cfg.label_smoothing >= 1:
         raise RecipeError(f"recipe key 'label_smoothing': bad value {cfg.label_smoothing!r} (must be < 1)")
     if not cfg.data_dir and cfg.dataset != "digits":

@@ -77,3 +77,15 @@ def test_every_ascend_recipe_resolves_for_eight_cards(path):
     assert p.amp_level == cfg.amp_level and p.sink == cfg.dataset_sink_mode
     if cfg.amp_level != "O0":
         assert p.loss_scale == cfg.loss_scale
+
+
+def test_quick_trial_clips_the_warm_up_to_the_run():
+    cfg = load(os.path.join(ROOT, "configs", "shufflenet_v2_0.5_ascend.yaml"), ["--epoch_size", "2"])
+    assert cfg.warmup_epochs == 4                                          # a recipe with 4 warm-up epochs
+    p = resolve(cfg, 0, 8, 10)
+    assert p.schedule[1:3] == (2, 2)
+    assert "warmup_epochs 4 -> 2 (clipped to epoch_size 2)" in p.notes
+    lrs = p.learning_rates()
+    assert len(lrs) == 20 and lrs[0] == 0.0 and lrs[-1] == pytest.approx(0.35 * 19 / 20)  # all warm-up
+    decay = resolve(load(None, ["--data_dir", "/d", "--epoch_size", "3", "--decay_epochs", "10"]), 0, 1, 4)
+    assert decay.schedule[4] == 3 and decay.learning_rates()[-1] == pytest.approx(0.5 / 12)

@@ -8,7 +8,6 @@ import logging
 import math
 import os
 
-from ..schedules import lr_table
 from .logs import start_logging
 from .plan import resolve
 
@@ -48,8 +47,7 @@ def dry_run(cfg) -> dict:
     world = _cards(cfg)
     steps, classes, data_note = _data(cfg, world)
     plan = resolve(cfg, 0, world, steps)
-    lrs = lr_table(cfg.scheduler, plan.lr, steps, cfg.epoch_size, min_lr=plan.min_lr,
-                   warmup_epochs=cfg.warmup_epochs, warmup_factor=cfg.warmup_factor, decay_epochs=cfg.decay_epochs)
+    lrs = plan.learning_rates()
     ms.set_context(mode=ms.GRAPH_MODE)  # building cells needs no device: nothing is compiled or run
     net = build_model(cfg, classes)
     make_optimizer(net, cfg, lrs, plan.optimizer_loss_scale)

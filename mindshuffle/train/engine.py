@@ -12,7 +12,6 @@ import numpy as np
 from ..errors import RecipeError
 from ..evaluate import Accumulator, save_report, summarize
 from ..recipe import Recipe, save as save_recipe
-from ..schedules import lr_table
 from . import state as S
 from .callbacks import Callback, CallbackList, EMASwap, ProgressBar, StepLog
 from .context import init_context, interruptible, seed_everything
@@ -102,8 +101,7 @@ def _set_up(cfg, folder, rank, world, last, callbacks) -> Run:
     data.prepare(cache_dir=folder.path if os.path.isdir(folder.path) else None)
     plan = resolve(cfg, rank, world, data.steps)
     log.info("mindshuffle fit: model %s, run folder %s\n%s", cfg.model, folder.path, plan.describe())
-    lrs = lr_table(cfg.scheduler, plan.lr, plan.steps_per_epoch, cfg.epoch_size, min_lr=plan.min_lr,
-                   warmup_epochs=cfg.warmup_epochs, warmup_factor=cfg.warmup_factor, decay_epochs=cfg.decay_epochs)
+    lrs = plan.learning_rates()
     run = Run(cfg, folder, plan, data, lrs)
     _build(run)
     if last[0] is not None:

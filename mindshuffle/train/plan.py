@@ -22,6 +22,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from ..schedules import lr_table
+
 __all__ = ["RunPlan", "resolve", "LOSS_SCALE_WINDOW", "LOSS_SCALE_FACTOR", "HOST_STEPS_PER_CALL"]
 
 LOSS_SCALE_WINDOW = 2000   # MindCV's DynamicLossScaleManager settings
@@ -52,6 +56,7 @@ class RunPlan:
     batch_size: int
     lr: float                       # after linear scaling to this run's global batch
     min_lr: float
+    schedule: tuple = ("constant", 1, 0, 0.0, 0)  # scheduler, epochs, warmup_epochs, warmup_factor, decay_epochs
     notes: tuple = field(default_factory=tuple)
 
     @property
@@ -72,6 +77,12 @@ class RunPlan:
         """What ran, for logs and the summary row: e.g. ``O0/ms_backend`` or ``O0/GE``."""
         return f"{self.jit_level}/{self.backend}"
 
+    def learning_rates(self) -> np.ndarray:
+        """The per-step learning-rate table of the whole run (the optimizer's global step indexes it)."""
+        scheduler, epochs, warmup, factor, decay = self.schedule
+        return lr_table(scheduler, self.lr, self.steps_per_epoch, epochs, min_lr=self.min_lr, warmup_epochs=warmup,
+                        warmup_factor=factor, decay_epochs=decay)
+
     def rows(self) -> list:
         scale = (f"{self.loss_scale:g} {self.loss_scale_type}"
                  + (", overflowed steps skipped" if self.drop_overflow_update else "")
@@ -84,7 +95,8 @@ class RunPlan:
                 ("data", f"{'dataset sink' if self.sink else 'host feed'}, up to {self.sink_size} step(s) per "
                          f"call, {self.calls_per_epoch} call(s) = {self.steps_per_epoch} steps/epoch"),
                 ("batch", f"{self.world} card(s) x {self.batch_size} = {self.global_batch}"),
-                ("lr", f"{self.lr:.6g} (min {self.min_lr:.6g})")]
+                ("lr", f"{self.lr:.6g} (min {self.min_lr:.6g}), {self.schedule[0]}, {self.schedule[1]} epochs, "
+                       f"{self.schedule[2]} warm-up")]
 
     def describe(self) -> str:
         width = max(len(k) for k, _ in self.rows())
@@ -149,6 +161,19 @@ def _lr(cfg, world: int, notes: list) -> tuple:
     return cfg.lr * factor, cfg.min_lr * factor
 
 
+def _schedule(cfg, notes: list) -> tuple:
+    """The schedule's epochs, clipped to the run: a quick trial (``--epoch_size 2``) of a recipe with 4 warm-up
+    epochs warms up for 2, and a decay longer than what follows the warm-up ends with the run."""
+    epochs, warmup, decay = cfg.epoch_size, cfg.warmup_epochs, cfg.decay_epochs
+    if warmup > epochs:
+        notes.append(f"warmup_epochs {warmup} -> {epochs} (clipped to epoch_size {epochs})")
+        warmup = epochs
+    if decay > epochs - warmup:
+        notes.append(f"decay_epochs {decay} -> {epochs - warmup} (the epochs after warm-up)")
+        decay = epochs - warmup
+    return cfg.scheduler, epochs, warmup, cfg.warmup_factor, decay
+
+
 def resolve(cfg, rank: int, world: int, steps_per_epoch: int) -> RunPlan:
     """The plan for recipe ``cfg`` as rank ``rank`` of ``world`` with ``steps_per_epoch`` steps. Pure: it sets
     no MindSpore context, so a test (or a dry run) can resolve the plan of any device on a CPU machine."""
@@ -158,4 +183,4 @@ def resolve(cfg, rank: int, world: int, steps_per_epoch: int) -> RunPlan:
     sink, sink_size = _sink(cfg, steps_per_epoch, notes)
     lr, min_lr = _lr(cfg, world, notes)
     return RunPlan(cfg.device_target, rank, world, jit_level, backend, amp, scale, kind, drop, opt_scale, sink,
-                   sink_size, steps_per_epoch, cfg.batch_size, lr, min_lr, tuple(notes))
+                   sink_size, steps_per_epoch, cfg.batch_size, lr, min_lr, _schedule(cfg, notes), tuple(notes))
