@@ -12,12 +12,18 @@ Layouts read as they come (nothing is copied or reorganised):
 
 Each split becomes a ``FileList`` (paths, labels, class names). ``build_loader`` turns the part of it one rank
 sees in one epoch into a batched MindSpore dataset: the order is a permutation drawn from (seed, epoch), the
-ranks take interleaved, disjoint shards of it, and the transforms and batching are MindCV's
-(``create_transforms``, ``create_loader``). MindCV's ``create_dataset`` is not used: it cannot read Tiny
-ImageNet's val layout, does not tell which files a rank saw, and stops at the first unreadable image.
+ranks take interleaved, disjoint shards of it, the transforms are MindCV's (``create_transforms``) and run in
+MindSpore's C++ operations on ``num_parallel_workers`` threads; the only Python per image is the reader, which
+reads the file's bytes and checks their structure (no decoding). ``build_train_dataset`` is the same pipeline
+serving every remaining epoch at once (dataset sink mode). ``input_transforms`` moves the normalisation into
+the compiled step (``ImagePrep``) where the recipe allows it. MindCV's ``create_dataset`` is not used: it
+cannot read Tiny ImageNet's val layout, does not tell which files a rank saw, and stops at the first
+unreadable image.
 """
 from __future__ import annotations
 
+import collections
+import copy
 import hashlib
 import io
 import json
@@ -27,20 +33,23 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 
+import mindspore as ms
+import mindspore.dataset as ds
 import numpy as np
+from mindspore import nn, ops
+from mindspore.dataset import vision
+
+from .errors import DataError
 
 __all__ = ["DataError", "FileList", "scan", "prepare_digits", "channel_stats", "resolve_stats",
-           "epoch_indices", "build_loader", "IMAGE_EXTENSIONS"]
+           "epoch_indices", "build_transforms", "input_transforms", "ImagePrep", "build_loader",
+           "build_train_dataset", "IMAGE_EXTENSIONS"]
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 IMAGENET_MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
 IMAGENET_STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
-
-
-class DataError(ValueError):
-    """A dataset that cannot be used: missing folder, no classes, empty class, unreadable image."""
 
 
 @dataclass
@@ -263,6 +272,139 @@ def resolve_stats(cfg, train: FileList, cache_dir: str | None = None) -> tuple:
     return (mean or m), (std or s)
 
 
+# -- reading: cheap checks that keep broken files away from MindSpore's decoders ------------------------------
+#
+# MindSpore 2.7.1's C++ decoders do not survive every broken file (measured): a JPEG cut off inside its header
+# stops the process with SIGFPE, and a JPEG with a bogus Huffman-table header can crash it with SIGSEGV; no
+# error mode of the pipeline catches that. So the reader walks each file's header segments (microseconds, no
+# pixel decoded) and refuses what the decoders would choke on. What still gets past (a PNG whose compressed
+# data is damaged, say) fails cleanly inside the pipeline and is named afterwards by ``_Source``.
+
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_CHECKED_SEGMENTS = _SOF_MARKERS | {0xC4, 0xDA, 0xDB}
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _jpeg_tables_problem(marker: int, seg) -> str | None:
+    """What is wrong with a quantisation (DB) or Huffman (C4) table segment with payload ``seg``, or None."""
+    i = 0
+    while i < len(seg):
+        kind, table = seg[i] >> 4, seg[i] & 15
+        if marker == 0xDB:
+            if kind > 1 or table > 3:
+                return "bad quantisation table"
+            i += 1 + 64 * (kind + 1)
+        else:
+            symbols = sum(seg[i + 1:i + 17])
+            if kind > 1 or table > 3 or i + 17 > len(seg) or symbols > 256:
+                return "bad Huffman table"
+            i += 17 + symbols
+    return None if i == len(seg) else "bad table length"
+
+
+def _jpeg_segment_problem(marker: int, seg) -> str | None:
+    """What is wrong with one JPEG header segment (its payload ``seg``), or None."""
+    if marker in (0xC4, 0xDB):
+        return _jpeg_tables_problem(marker, seg)
+    if marker in _SOF_MARKERS:
+        if len(seg) < 6:
+            return "bad frame header"
+        height, width, comps = int.from_bytes(seg[1:3], "big"), int.from_bytes(seg[3:5], "big"), seg[5]
+        if not height or not width or comps not in (1, 3, 4) or len(seg) != 6 + 3 * comps:
+            return f"bad frame header ({width}x{height} px, {comps} components)"
+    if marker == 0xDA and (not seg or not 1 <= seg[0] <= 4 or len(seg) != 4 + 2 * seg[0]):
+        return "bad scan header"
+    return None
+
+
+def _jpeg_problem(raw) -> str | None:
+    """Walks the segments from the start to the first scan, then looks for the end-of-image marker after it
+    (compressed data cannot contain that marker, so one found there is the image's own, not a thumbnail's)."""
+    n, pos, frame = len(raw), 2, False
+    while pos + 4 <= n:
+        if raw[pos] != 0xFF:
+            return f"no JPEG marker at byte {pos}"
+        marker = raw[pos + 1]
+        if marker == 0xFF or marker == 0x01 or 0xD0 <= marker <= 0xD7:  # fill byte; markers without a length
+            pos += 1 if marker == 0xFF else 2
+            continue
+        if marker in (0xD8, 0xD9):
+            return "JPEG ends before its image data" if marker == 0xD9 else "bad JPEG marker"
+        end = pos + 2 + int.from_bytes(raw[pos + 2:pos + 4], "big")
+        if end > n or end < pos + 4:
+            break
+        if marker in _CHECKED_SEGMENTS:
+            problem = _jpeg_segment_problem(marker, raw[pos + 4:end])
+            if problem:
+                return problem
+        frame = frame or marker in _SOF_MARKERS
+        if marker == 0xDA:
+            if not frame:
+                return "JPEG scan without a frame header"
+            return None if raw.rfind(b"\xff\xd9", end) >= 0 else "truncated JPEG (no end-of-image marker)"
+        pos = end
+    return "truncated JPEG header"
+
+
+def _png_problem(raw) -> str | None:
+    """Checks the header and walks the chunk lengths up to IEND (the compressed data is not inflated)."""
+    n = len(raw)
+    if n < 33 or raw[12:16] != b"IHDR" or int.from_bytes(raw[8:12], "big") != 13:
+        return "bad PNG header"
+    if not int.from_bytes(raw[16:20], "big") or not int.from_bytes(raw[20:24], "big"):
+        return "PNG of 0 pixels"
+    pos = 8
+    while pos + 8 <= n:
+        length, kind = int.from_bytes(raw[pos:pos + 4], "big"), raw[pos + 4:pos + 8]
+        pos += 12 + length
+        if kind == b"IEND":
+            return None if pos <= n else "truncated PNG"
+    return "truncated PNG (no IEND chunk)"
+
+
+def _image_problem(raw) -> str | None:
+    """Why the whole file ``raw`` could not be decoded, judged from its signature and structure; None when it
+    looks whole. Formats without a cheap structure check (TIFF, PPM/PGM) pass."""
+    n = len(raw)
+    if not n:
+        return "empty file, 0 bytes"
+    if raw[:3] == b"\xff\xd8\xff":
+        return _jpeg_problem(raw)
+    if raw[:8] == _PNG_SIGNATURE:
+        return _png_problem(raw)
+    if raw[:2] == b"BM":
+        size, offset = int.from_bytes(raw[2:6], "little"), int.from_bytes(raw[10:14], "little")
+        return "truncated BMP" if n < 26 or size > n or offset >= n else None
+    if raw[:4] == b"RIFF" and raw[8:12] == b"WEBP":
+        return None if int.from_bytes(raw[4:8], "little") + 8 <= n else "truncated WebP"
+    if raw[:4] in (b"II*\x00", b"MM\x00*") or raw[:2] in (b"P2", b"P3", b"P5", b"P6"):
+        return None
+    return "not a JPEG, PNG, BMP, WebP, TIFF or PPM/PGM image"
+
+
+def _read(path: str):
+    """(the file's bytes, None) or (None, why the file cannot be used)."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+        problem = _image_problem(raw)
+        return (None, problem) if problem else (raw, None)
+    except OSError as e:
+        return None, f"{type(e).__name__}: {e.strerror or e}"
+
+
+def _decode_problem(raw) -> str | None:
+    """Decodes ``raw`` fully with PIL (only on the error path, to find which of a few files the pipeline's
+    decoder refused; MindSpore's own eager decoder would leave an ./abnormal_image.jpg in the working folder)."""
+    from PIL import Image
+    try:
+        with Image.open(io.BytesIO(raw)) as im:
+            im.load()
+        return None
+    except Exception as e:  # any decoder complaint
+        return f"cannot be decoded: {str(e).splitlines()[0][:160] if str(e) else type(e).__name__}"
+
+
 # -- loaders -------------------------------------------------------------------------------------------------
 
 def epoch_indices(n: int, epoch: int, seed: int, rank: int = 0, world: int = 1, shuffle: bool = True,
@@ -280,11 +422,20 @@ def epoch_indices(n: int, epoch: int, seed: int, rank: int = 0, world: int = 1, 
     return order[rank::world]
 
 
+_TRACKED = 16384  # rows the source remembers between reading them and seeing them leave the pipeline
+
+
 class _Source:
-    """Random-access source for ``GeneratorDataset``: (encoded image bytes, label).
+    """Random-access source for ``GeneratorDataset``: (encoded image bytes, key) for position ``k`` of
+    ``indices``. The key is ``serial * len(files) + file index`` (``serial`` counts the rows read); the
+    pipeline's last step, ``labels_of``, turns a batch of keys into labels.
 
     An unreadable image is skipped (the next readable one takes its place, so the epoch keeps its length) and
-    named once in the log, or with ``strict`` stops the run with its name (``first_error``).
+    named once in the log, or with ``strict`` stops the run with its name (``first_error``). "Unreadable" is
+    decided twice: by the cheap checks when the file is read, and, for the rare file that passes them but fails
+    in the C++ decoder, by MindSpore's error-samples mode (non-strict: the pipeline replaces the row; strict: it
+    raises) together with the keys: a row read but never seen leaving the pipeline is decoded again here, once,
+    to name it.
     """
 
     _warned: set = set()
@@ -294,44 +445,136 @@ class _Source:
         self.files = files
         self.indices = np.asarray(indices)
         self.strict = strict
-        self.first_error: str | None = None
+        self._error: str | None = None
+        self._bad: set = set()             # file indices found undecodable; skipped from then on
+        self._state = threading.Lock()
+        self._serial = 0
+        self._read_rows = collections.deque(maxlen=_TRACKED)  # (serial, file index), in reading order
+        self._last_out = -1                # highest serial seen leaving the pipeline
+        self._missed = collections.deque(maxlen=_TRACKED)     # serials passed over on the way out
+        self._searched = False
+        self._unexplained = 0              # rows put in place of refused ones, not yet matched to a file
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def _read(self, path: str):
-        try:
-            with open(path, "rb") as f:
-                raw = f.read()
-            if not raw:
-                return None, "empty file, 0 bytes"
-            from PIL import Image, UnidentifiedImageError
-            try:
-                with Image.open(io.BytesIO(raw)) as im:
-                    im.verify()
-            except UnidentifiedImageError:
-                return None, "not an image format PIL can read"
-            return raw, None
-        except Exception as e:  # any unreadable file
-            return None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    def __deepcopy__(self, memo):
+        return self  # every pipeline MindSpore builds from a dataset (getters, iterators) shares one source
 
     def __getitem__(self, k: int):
         n = len(self.indices)
         for j in range(n):
             i = int(self.indices[(k + j) % n])
-            path = self.files.paths[i]
-            raw, err = self._read(path)
+            if i in self._bad:
+                continue
+            raw, err = _read(self.files.paths[i])
             if raw is not None:
-                return np.frombuffer(raw, np.uint8).copy(), np.array(self.files.labels[i], np.int32)
-            msg = f"unreadable image {path!r} ({err})"
-            if self.strict:
-                self.first_error = self.first_error or msg
-                raise DataError(msg + "; remove or replace it, or set strict_data: False to skip it")
-            with self._lock:
-                if path not in self._warned:
-                    self._warned.add(path)
-                    log.warning("%s: skipped (strict_data: False)", msg)
+                with self._state:
+                    serial = self._serial
+                    self._serial += 1
+                    self._read_rows.append((serial, i))
+                return np.frombuffer(raw, np.uint8), np.array(serial * len(self.files) + i, np.int64)
+            self._refuse(i, err)
         raise DataError(f"no readable image among the {n} of this shard (first: {self.files.paths[0]!r})")
+
+    def _refuse(self, i: int, err: str) -> None:
+        """Stops (strict) or names the file once and remembers it as bad."""
+        path = self.files.paths[i]
+        msg = f"unreadable image {path!r} ({err})"
+        if self.strict:
+            self._error = self._error or msg
+            raise DataError(msg + "; remove or replace it, or set strict_data: False to skip it")
+        self._bad.add(i)
+        with self._lock:
+            if path not in self._warned:
+                self._warned.add(path)
+                log.warning("%s: skipped (strict_data: False)", msg)
+
+    def labels_of(self, keys: np.ndarray) -> np.ndarray:
+        """The pipeline's last map, once per batch: keys -> int32 labels. A key older than one already seen is a
+        row the pipeline put in place of one its decoder refused (MindSpore's REPLACE mode): find and name that."""
+        keys = np.asarray(keys, np.int64)
+        n = len(self.files)
+        repeats = 0
+        with self._state:
+            for s in (keys // n).tolist():
+                if s > self._last_out:
+                    self._missed.extend(range(self._last_out + 1, s))
+                    self._last_out = s
+                else:
+                    repeats += 1
+            self._unexplained += repeats
+        if repeats and self._unexplained > 0:
+            found = self._undecodable(first_only=False)
+            for i, err in found:
+                self._refuse(i, err)
+            self._unexplained -= len(found)  # may go below 0: files found before their stand-ins came out
+            if self._unexplained > 0:
+                self._unexplained = 0
+                log.warning("MindSpore's decoder refused an image and the pipeline used another in its place; "
+                            "PIL decodes every candidate, so the file cannot be named")
+        return self.files.labels[keys % n].astype(np.int32)
+
+    def _undecodable(self, first_only: bool) -> list:
+        """(file index, problem) of the rows read but not seen leaving the pipeline that fail to decode: first
+        those passed over, then (if none of those) the ones still on their way."""
+        with self._state:
+            missed = set(self._missed)
+            self._missed.clear()
+            passed = [i for s, i in self._read_rows if s in missed]
+            ahead = [i for s, i in self._read_rows if s > self._last_out]
+        found = []
+        for rows in (passed, ahead):
+            for i in dict.fromkeys(rows):
+                if i in self._bad:
+                    continue
+                raw, err = _read(self.files.paths[i])
+                err = err or _decode_problem(raw)
+                if err:
+                    found.append((i, err))
+                    if first_only:
+                        return found
+            if found:
+                break
+        return found
+
+    @property
+    def first_error(self) -> str | None:
+        """Why the pipeline stopped, naming the file: set when the reader refused a file in strict mode; else,
+        asked after the iterator raised, searched once among the rows that never left the pipeline."""
+        if self._error is None and not self._searched:
+            self._searched = True
+            found = self._undecodable(first_only=True)
+            if found:
+                i, err = found[0]
+                self._error = f"unreadable image {self.files.paths[i]!r} ({err})"
+        return self._error
+
+
+class _EpochOrder:
+    """A sampler (any iterable will do for ``GeneratorDataset``) whose k-th pass yields the file indices of
+    epoch ``start_epoch + k`` for one rank, as ``epoch_indices`` draws them, cut to ``per_epoch``. MindSpore
+    iterates it while constructing the dataset and deep-copies it into every pipeline it builds (getters such as
+    ``output_shapes``, iterators, the device queue); a copy starts again at ``start_epoch``."""
+
+    def __init__(self, n: int, seed: int, rank: int, world: int, shuffle: bool, per_epoch: int,
+                 start_epoch: int):
+        self.n, self.seed, self.rank, self.world, self.shuffle = n, seed, rank, world, shuffle
+        self.per_epoch, self.start_epoch, self.passes = per_epoch, start_epoch, 0
+
+    def __deepcopy__(self, memo):
+        fresh = copy.copy(self)
+        fresh.passes = 0
+        return fresh
+
+    def __iter__(self):
+        epoch = self.start_epoch + self.passes
+        self.passes += 1
+        idx = epoch_indices(self.n, epoch, self.seed, self.rank, self.world, self.shuffle)[:self.per_epoch]
+        return iter(idx.tolist())
+
+    def __len__(self) -> int:
+        return self.per_epoch
 
 
 def _rgb_to_bgr(img):
@@ -342,7 +585,6 @@ def _rgb_to_bgr(img):
 def _with_affine(cfg, tf: list) -> list:
     """MindCV has no rotation/shift keys: MindCV's fused decode+random-resized-crop becomes decode, a random
     affine (background 0), then the same random-resized crop."""
-    from mindspore.dataset import vision
     if type(tf[0]).__name__ != "RandomCropDecodeResize":
         raise ValueError(f"unexpected first MindCV training transform {type(tf[0]).__name__}")
     inter = {"bilinear": vision.Inter.BILINEAR, "bicubic": vision.Inter.BICUBIC, "nearest": vision.Inter.NEAREST,
@@ -356,8 +598,9 @@ def _with_affine(cfg, tf: list) -> list:
 
 
 def build_transforms(cfg, mean: list, std: list, is_training: bool, bgr: bool = False) -> list:
-    """MindCV's ImageNet-style transforms with the recipe's augmentation keys. ``bgr`` swaps the channels to
-    BGR right before normalisation (mean/std are then in BGR order, as the checkpoint records them)."""
+    """MindCV's ImageNet-style transforms with the recipe's augmentation keys, normalised on the host (float32
+    CHW out). ``bgr`` swaps the channels to BGR right before normalisation (mean/std are then in BGR order, as
+    the checkpoint records them)."""
     from mindcv.data import create_transforms
     if is_training:
         tf = create_transforms("", image_resize=cfg.image_resize, is_training=True, scale=tuple(cfg.scale),
@@ -375,16 +618,81 @@ def build_transforms(cfg, mean: list, std: list, is_training: bool, bgr: bool = 
     return tf
 
 
+class ImagePrep(nn.Cell):
+    """The normalisation the host pipeline would have done, as the first step of a compiled graph: a uint8
+    NHWC batch -> float32 NCHW, ``(x - mean) / std`` per channel (0-255 units, RGB)."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        self.mean = ms.Tensor(np.asarray(mean, np.float32).reshape(1, 3, 1, 1))
+        self.std = ms.Tensor(np.asarray(std, np.float32).reshape(1, 3, 1, 1))
+
+    def construct(self, x):
+        x = ops.cast(ops.transpose(x, (0, 3, 1, 2)), ms.float32)
+        return (x - self.mean) / self.std
+
+
+def _host_tail(tf: list) -> bool:
+    """True when ``tf`` ends with MindCV's Normalize + HWC2CHW and nothing after them."""
+    return [type(t).__name__ for t in tf[-2:]] == ["Normalize", "HWC2CHW"]
+
+
+def input_transforms(cfg, mean: list, std: list, is_training: bool) -> tuple:
+    """(transforms, prep). Normalisation moves to the device when the training recipe allows it: the pipeline
+    then ends with uint8 HWC images (a quarter of the bytes to copy and transfer) and ``prep``, an
+    ``ImagePrep``, must be applied first by the compiled train and eval steps. It stays on the host (prep None)
+    when an augmentation works on the normalised tensor (MindCV's random erasing, ``re_prob > 0``). The choice
+    depends on the recipe only, so the training and validation transforms always agree."""
+    tf = build_transforms(cfg, mean, std, is_training)
+    train_tf = tf if is_training else build_transforms(cfg, mean, std, True)
+    if not _host_tail(train_tf) or not _host_tail(tf):
+        return tf, None
+    return tf[:-2], ImagePrep(mean, std)
+
+
+def _set_error_mode(strict: bool) -> None:
+    """MindSpore's error-samples mode (process-wide, read while the pipeline runs): with ``strict_data`` a
+    sample the decoder refuses stops the iterator (RETURN); without, the pipeline puts another row in its place
+    (REPLACE) and ``_Source.labels_of`` names the file."""
+    mode = ds.config.ErrorSamplesMode.RETURN if strict else ds.config.ErrorSamplesMode.REPLACE
+    if ds.config.get_error_samples_mode() != mode:
+        ds.config.set_error_samples_mode(mode)
+
+
+def _pipeline(cfg, source: _Source, transforms: list, batch_size: int, drop_remainder: bool, sampler=None):
+    """Reader (one Python thread that only reads and checks bytes) -> ``transforms`` in MindSpore's C++
+    operations on ``num_parallel_workers`` threads -> batches -> keys to labels."""
+    _set_error_mode(cfg.strict_data)
+    dataset = ds.GeneratorDataset(source, column_names=["image", "label"], num_parallel_workers=1,
+                                  **({"sampler": sampler} if sampler is not None else {"shuffle": False}))
+    dataset = dataset.map(operations=list(transforms), input_columns="image",
+                          num_parallel_workers=cfg.num_parallel_workers)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    return dataset.map(operations=source.labels_of, input_columns="label", num_parallel_workers=1)
+
+
 def build_loader(cfg, files: FileList, indices: np.ndarray, transforms: list, is_training: bool,
                  batch_size: int | None = None):
-    """A batched MindSpore dataset over ``files[indices]`` in that order. Returns (dataset, source)."""
-    import mindspore.dataset as ds
-    from mindcv.data import create_loader
+    """A batched MindSpore dataset of (image, label) over ``files[indices]`` in that order, for one pass.
+    Returns (dataset, source); after the iterator raises, ``source.first_error`` names the file to blame."""
     source = _Source(files, indices, cfg.strict_data)
-    dataset = ds.GeneratorDataset(source, column_names=["image", "label"], shuffle=False,
-                                  num_parallel_workers=1)
-    loader = create_loader(dataset, batch_size=batch_size or cfg.batch_size,
-                           drop_remainder=bool(cfg.drop_remainder and is_training), is_training=is_training,
-                           num_classes=len(files.classes), transform=transforms,
-                           num_parallel_workers=cfg.num_parallel_workers)
-    return loader, source
+    dataset = _pipeline(cfg, source, transforms, batch_size or cfg.batch_size,
+                        bool(cfg.drop_remainder and is_training))
+    return dataset, source
+
+
+def build_train_dataset(cfg, files: FileList, transforms: list, rank: int, world: int, steps: int,
+                        start_epoch: int):
+    """One batched dataset of (image, label) for every training epoch from ``start_epoch`` (0-based) on, for
+    dataset sink mode (``mindspore.data_sink`` sends one dataset to the device queue once). Its k-th pass
+    yields the batches of epoch ``start_epoch + k``: ``epoch_indices(len(files), start_epoch + k, cfg.seed,
+    rank, world, cfg.shuffle)[:steps * cfg.batch_size]``. Returns (dataset, source).
+
+    The augmentation's random state runs on from one epoch to the next inside the one pipeline, so unlike
+    ``build_loader`` (seeded per epoch by the caller) a resumed run sees the same samples per epoch but not
+    the same random crops as an uninterrupted one. An unreadable image is replaced by the next readable one in
+    file order (``build_loader``: the next in the epoch's order)."""
+    source = _Source(files, np.arange(len(files)), cfg.strict_data)
+    order = _EpochOrder(len(files), cfg.seed, rank, world, cfg.shuffle, steps * cfg.batch_size, start_epoch)
+    dataset = _pipeline(cfg, source, transforms, cfg.batch_size, bool(cfg.drop_remainder), sampler=order)
+    return dataset, source

@@ -1,4 +1,5 @@
 """Data: folder and Tiny ImageNet layouts, digits preparation, channel statistics, sharding, bad images."""
+import io
 import json
 import os
 
@@ -183,3 +184,178 @@ def test_rotation_and_translate_move_the_image(tmp_path):
     centres = np.array([np.argwhere(img[0] > 64).mean(0) for img in moved])
     assert np.abs(centres - 15.5).max() > 2.0                    # shifted by up to 8 px
     assert moved[:, :, 0, 0].max() == 0 and moved.max() > 128   # corners stay background; the dot is there
+
+
+# -- the pipeline: order, shards, bad files, colour modes, normalisation on the device -------------------------
+
+def _one_per_class(root, n, size=20):
+    """``n`` class folders of one PNG each, so a label names its file (label k = file k in scan order)."""
+    for k in range(n):
+        _img(str(root / "train" / f"c{k:02d}" / "0.png"), 17 * k % 256, size=size)
+    return D.scan("folder", str(root), "train")
+
+
+def _labels(dataset, epochs=1):
+    it = dataset.create_tuple_iterator(num_epochs=epochs, output_numpy=True)
+    return [np.concatenate([b[1] for b in it]).tolist() for _ in range(epochs)]
+
+
+def test_loader_and_sink_dataset_follow_epoch_indices(tmp_path):
+    """Both builders read exactly epoch_indices' samples in its order, per rank; the sink dataset's k-th pass
+    is epoch start+k, also after MindSpore's getters (as data_sink calls them) built pipelines of their own."""
+    import mindspore.dataset as ds
+    tr = _one_per_class(tmp_path, 13)
+    cfg = load(None, ["--data_dir", str(tmp_path), "--image_resize", "16", "--batch_size", "2",
+                      "--num_parallel_workers", "1", "--seed", "5"])
+    tf, prep = D.input_transforms(cfg, D.IMAGENET_MEAN, D.IMAGENET_STD, is_training=True)
+    assert prep is not None
+    steps = 3                                            # 13 files, 2 ranks: 7 each (padded), 3 batches of 2
+    for rank in range(2):
+        want = [D.epoch_indices(13, e, 5, rank, 2)[:steps * 2].tolist() for e in range(3, 6)]
+        for e in range(3, 6):
+            loader, _ = D.build_loader(cfg, tr, D.epoch_indices(13, e, 5, rank, 2)[:steps * 2], tf, True)
+            assert _labels(loader) == [want[e - 3]]
+        sink, _ = D.build_train_dataset(cfg, tr, tf, rank, 2, steps, start_epoch=3)
+        assert sink.get_col_names() == ["image", "label"] and sink.get_dataset_size() == steps
+        assert sink.output_shapes()[0] == [2, 16, 16, 3] and sink.output_types()[0] == np.uint8
+        assert _labels(sink, epochs=3) == want
+    seed, runs = ds.config.get_seed(), []                # one worker: the same seed gives the same batches
+    for _ in range(2):
+        ds.config.set_seed(11)
+        loader, _ = D.build_loader(cfg, tr, np.arange(12), tf, True)
+        runs.append(np.concatenate([b[0] for b in loader.create_tuple_iterator(num_epochs=1, output_numpy=True)]))
+    ds.config.set_seed(seed)
+    assert np.array_equal(runs[0], runs[1])
+
+
+def _jpeg_bytes(size=(64, 48), seed=0):
+    rng = np.random.default_rng(seed)
+    a = np.clip(rng.normal(128, 40, (size[1] // 8, size[0] // 8, 3)), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(a).resize(size, Image.BICUBIC).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def test_cheap_checks_refuse_what_would_crash_the_decoder():
+    """MindSpore 2.7.1's decoder dies (SIGFPE/SIGSEGV) on some of these, so the reader must refuse them."""
+    good = _jpeg_bytes()
+    sos = good.index(b"\xff\xda")
+    dht = bytearray(good)
+    dht[dht.index(b"\xff\xc4") + 4] = 0x57               # a Huffman table index that does not exist
+    png = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(png, format="PNG")
+    png = png.getvalue()
+    assert D._image_problem(good) is None and D._image_problem(png) is None
+    assert D._image_problem(b"") == "empty file, 0 bytes"
+    assert "header" in D._image_problem(good[:sos // 2])                 # cut inside the header
+    assert "end-of-image" in D._image_problem(good[:len(good) // 2 + sos // 2])   # cut inside the data
+    assert "Huffman" in D._image_problem(bytes(dht))
+    assert "IEND" in D._image_problem(png[:-12]) and "PNG" in D._image_problem(png[:20])
+    assert "not a JPEG" in D._image_problem(b"GIF89a....")
+
+
+def _bad_folder(root):
+    """Six good PNGs in two classes, then a JPEG cut in half, a zero-byte file, and a PNG whose compressed data
+    is damaged (it passes the cheap checks; only a decoder finds out)."""
+    for k in range(6):
+        _img(str(root / "train" / f"c{k % 2}" / f"{k}.png"), 30 * k, size=20)
+    jpg = _jpeg_bytes()
+    (root / "train" / "c0" / "cut.jpg").write_bytes(jpg[:len(jpg) // 2])
+    (root / "train" / "c1" / "empty.jpg").write_bytes(b"")
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(buf, "PNG")
+    png = bytearray(buf.getvalue())
+    at = png.index(b"IDAT") + 20
+    png[at:at + 200] = bytes(200)
+    (root / "train" / "c1" / "zz_damaged.png").write_bytes(bytes(png))
+    return D.scan("folder", str(root), "train")
+
+
+def test_bad_images_skipped_and_named_once(tmp_path, caplog):
+    tr = _bad_folder(tmp_path)
+    assert len(tr) == 9
+    cfg = load(None, ["--data_dir", str(tmp_path), "--image_resize", "16", "--batch_size", "3",
+                      "--num_parallel_workers", "2", "--shuffle", "False"])
+    tf, _ = D.input_transforms(cfg, D.IMAGENET_MEAN, D.IMAGENET_STD, is_training=False)
+    with caplog.at_level("WARNING", logger="mindshuffle.data"):
+        for _ in range(2):                               # two epochs, each file named once in all
+            loader, source = D.build_loader(cfg, tr, np.arange(9), tf, is_training=False)
+            labels = _labels(loader)[0]
+            assert len(labels) == 9 and source.first_error is None
+    for name, why in (("cut.jpg", "truncated JPEG"), ("empty.jpg", "empty file, 0 bytes"),
+                      ("zz_damaged.png", "cannot be decoded")):
+        named = [r.getMessage() for r in caplog.records if name in r.getMessage()]
+        assert len(named) == 1 and why in named[0] and "skipped" in named[0], named
+
+
+def test_strict_data_stops_naming_the_file(tmp_path):
+    tr = _bad_folder(tmp_path)
+    cfg = load(None, ["--data_dir", str(tmp_path), "--image_resize", "16", "--batch_size", "3",
+                      "--num_parallel_workers", "1", "--strict_data", "True"])
+    tf, _ = D.input_transforms(cfg, D.IMAGENET_MEAN, D.IMAGENET_STD, is_training=False)
+    for name, why in (("cut.jpg", "truncated JPEG"), ("empty.jpg", "empty file"),
+                      ("zz_damaged.png", "cannot be decoded")):
+        good = [k for k, p in enumerate(tr.paths) if p.endswith(".png") and "zz" not in p]
+        i = next(k for k, p in enumerate(tr.paths) if p.endswith(name))
+        idx = np.array(good[:2] + [i] + good[2:5])
+        loader, source = D.build_loader(cfg, tr, idx, tf, is_training=False)
+        with pytest.raises(RuntimeError):               # what the training loop catches
+            _labels(loader)
+        assert name in source.first_error and why in source.first_error, source.first_error
+
+
+def test_odd_colour_modes_decoded_to_rgb(tmp_path, caplog):
+    """Grayscale PNG, CMYK JPEG and RGBA PNG are used, as 3-channel images of the right content."""
+    rgb = np.zeros((20, 20, 3), np.uint8)
+    rgb[..., 0], rgb[..., 1], rgb[..., 2] = 200, 120, 40
+    folder = tmp_path / "train" / "a"
+    os.makedirs(folder)
+    Image.fromarray(rgb).convert("L").save(folder / "gray.png")
+    Image.fromarray(rgb).convert("CMYK").save(folder / "cmyk.jpg", format="JPEG", quality=95)
+    Image.fromarray(rgb).convert("RGBA").save(folder / "rgba.png")
+    tr = D.scan("folder", str(tmp_path), "train")
+    cfg = load(None, ["--data_dir", str(tmp_path), "--image_resize", "16", "--batch_size", "3",
+                      "--num_parallel_workers", "1", "--crop_pct", "1.0"])
+    tf, _ = D.input_transforms(cfg, D.IMAGENET_MEAN, D.IMAGENET_STD, is_training=False)
+    with caplog.at_level("WARNING", logger="mindshuffle.data"):
+        loader, _ = D.build_loader(cfg, tr, np.arange(3), tf, is_training=False)
+        (x, _), = list(loader.create_tuple_iterator(num_epochs=1, output_numpy=True))
+    assert not caplog.records and x.shape == (3, 16, 16, 3) and x.dtype == np.uint8
+    gray = round(0.299 * 200 + 0.587 * 120 + 0.114 * 40)
+    by_name = dict(zip([os.path.basename(p) for p in tr.paths], x.reshape(3, -1, 3).mean(1)))
+    assert np.abs(by_name["gray.png"] - gray).max() < 2
+    assert np.abs(by_name["cmyk.jpg"] - [200, 120, 40]).max() < 6
+    assert np.abs(by_name["rgba.png"] - [200, 120, 40]).max() < 1
+
+
+def test_image_prep_equals_host_normalisation(tmp_path):
+    """The device-side ImagePrep (graph mode) gives MindCV's host Normalize + HWC2CHW result on real images."""
+    import mindspore as ms
+    folder = tmp_path / "train" / "a"
+    os.makedirs(folder)
+    for k in range(4):
+        (folder / f"{k}.jpg").write_bytes(_jpeg_bytes((96, 72), seed=k))
+    tr = D.scan("folder", str(tmp_path), "train")
+    cfg = load(None, ["--data_dir", str(tmp_path), "--image_resize", "32", "--batch_size", "4",
+                      "--num_parallel_workers", "1"])
+    mean, std = [120.0, 110.0, 100.0], [60.0, 55.0, 50.0]
+    host_tf = D.build_transforms(cfg, mean, std, is_training=False)
+    tf, prep = D.input_transforms(cfg, mean, std, is_training=False)
+    assert [type(t).__name__ for t in host_tf][-2:] == ["Normalize", "HWC2CHW"] and len(tf) == len(host_tf) - 2
+
+    def batch(transforms):
+        loader, _ = D.build_loader(cfg, tr, np.arange(4), transforms, is_training=False)
+        return next(loader.create_tuple_iterator(num_epochs=1, output_numpy=True))[0]
+
+    want, raw = batch(host_tf), batch(tf)
+    assert raw.dtype == np.uint8 and raw.shape == (4, 32, 32, 3) and want.shape == (4, 3, 32, 32)
+    @ms.jit
+    def step(x):                                         # as a compiled step would apply it
+        return prep(x)
+
+    got = step(ms.Tensor(raw)).asnumpy()
+    assert got.dtype == np.float32 and np.allclose(got, want, atol=1e-5)
+    erase = load(None, ["--data_dir", str(tmp_path), "--re_prob", "0.25"])   # erasing needs the host tensor
+    for training in (True, False):
+        tf2, prep2 = D.input_transforms(erase, mean, std, is_training=training)
+        assert prep2 is None and type(tf2[-1]).__name__ in ("HWC2CHW", "RandomErasing")

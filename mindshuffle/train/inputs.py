@@ -50,8 +50,8 @@ class TrainInputs:
         step applies first when normalisation happens on the device (None: the pipeline normalised)."""
         cfg = self.cfg
         self.mean, self.std = D.resolve_stats(cfg, self.train, cache_dir=cache_dir)
-        self.train_tf = D.build_transforms(cfg, self.mean, self.std, is_training=True)
-        self.val_tf = D.build_transforms(cfg, self.mean, self.std, is_training=False)
+        self.train_tf, self.prep = D.input_transforms(cfg, self.mean, self.std, is_training=True)
+        self.val_tf, _ = D.input_transforms(cfg, self.mean, self.std, is_training=False)
         log.info("data: %d train images (%d per card), %s val images, %d classes, %d steps/epoch; mean %s std %s; "
                  "normalised on the %s", len(self.train), self.per_rank, len(self.val) if self.val else "no",
                  self.num_classes, self.steps, [round(x, 2) for x in self.mean], [round(x, 2) for x in self.std],
