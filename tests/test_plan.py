@@ -32,8 +32,9 @@ def test_o2_elsewhere_runs_o0_and_says_so(device):
 
 
 def test_cpu_runs_fp32_unscaled_without_sink():
-    p = plan_for("--device_target", "CPU", "--amp_level", "O3", "--loss_scale", "1024", "--dataset_sink_mode", "True")
-    assert (p.amp_level, p.loss_scale, p.optimizer_loss_scale, p.sink, p.sink_size) == ("O0", 1.0, 1.0, False, 8)
+    p = plan_for("--device_target", "CPU", "--amp_level", "O3", "--loss_scale", "1024", "--dataset_sink_mode", "True",
+                 steps=100)
+    assert (p.amp_level, p.loss_scale, p.optimizer_loss_scale, p.sink, p.sink_size) == ("O0", 1.0, 1.0, False, 32)
     assert len(p.notes) == 3 and "run plan:" in p.describe()
 
 
@@ -58,8 +59,8 @@ def test_sink_size_whole_epoch_or_a_divisor():
     assert part.sink_size == 18 and 2502 % part.sink_size == 0                # 2502 = 2 x 9 x 139
     assert any("sink_size 100 -> 18" in n for n in part.notes)
     off = plan_for("--device_target", "Ascend", "--dataset_sink_mode", "False", steps=2502)
-    assert (off.sink, off.sink_size) == (False, 8)                          # the host feed: 8 steps per read
-    assert off.calls() == [8] * 312 + [6] and sum(plan_for(steps=5).calls()) == 5
+    assert (off.sink, off.sink_size) == (False, 32)                         # the host feed: 32 steps per read
+    assert off.calls() == [32] * 78 + [6] and sum(plan_for(steps=5).calls()) == 5
 
 
 def test_linear_lr_scaling_in_the_plan():

@@ -1,5 +1,6 @@
 """The run folder: one writer (an OS lock a killed run never leaves stuck), checks before any work (a file,
 a folder under a file, a read-only folder), temporary files swept, a dry run that writes nothing."""
+import json
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import pytest
 
 import fault_helpers as F
 from test_train import SHALLOW
+from mindshuffle.checkpoints import read_checkpoint
 from mindshuffle.errors import RunFolderError
 from mindshuffle.train.run_folder import RunFolder
 
@@ -120,6 +122,8 @@ def test_ctrl_c_ends_with_one_line_and_exit_130(good_data, tmp_path):
     text = F.read(err)
     assert proc.returncode == 130, text[-2000:]
     lines = [ln for ln in text.splitlines() if ln.strip() and "%|" not in ln]
-    assert lines[-1] == f"interrupted after epoch 1; continue with --resume {run}", text[-2000:]
+    saved = json.loads(read_checkpoint(os.path.join(run, "last.ckpt"))["mindshuffle_state"])["epoch"]
+    assert saved >= 1                                                   # the line names what last.ckpt holds
+    assert lines[-1] == f"interrupted after epoch {saved}; continue with --resume {run}", text[-2000:]
     assert "Traceback" not in text
     assert not [n for n in os.listdir(run) if n.startswith(".tmp-")]

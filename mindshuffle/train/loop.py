@@ -27,7 +27,7 @@ def train_one_epoch(run, epoch: int) -> dict:
     step.metrics.reset()
     loader, source = run.data.epoch_loader(epoch, run)
     run.feed.start_epoch(loader)
-    done, rows, call_times = 0, [], []
+    done, rows, call_times, call_seconds = 0, [], [], 0.0
     first = (epoch - 1) * plan.steps_per_epoch
     t0 = time.time()
     try:
@@ -35,7 +35,9 @@ def train_one_epoch(run, epoch: int) -> dict:
             tc = time.time()
             run.feed.call(n)
             m = step.metrics.read()  # the one host read of this call
-            call_times.append((time.time() - tc) / n)
+            took = time.time() - tc
+            call_seconds += took
+            call_times.append(took / n)  # per step
             losses = _losses_since(m, done)
             for k, loss in enumerate(losses):
                 at = first + done + k
@@ -52,6 +54,7 @@ def train_one_epoch(run, epoch: int) -> dict:
     seconds = time.time() - t0
     return {"loss": m["loss_sum"] / max(m["seen"], 1), "top1": m["correct"] / max(m["seen"], 1) * 100.0,
             "seen": m["seen"], "skipped": m["skipped"], "seconds": seconds, "call_times": call_times,
+            "call_seconds": call_seconds,
             "rows": rows}
 
 
