@@ -31,7 +31,9 @@ setup(
     package_data={"mindshuffle": ["csrc/*.cc", "csrc/*.h"]},
     python_requires=">=3.11,<3.12",
     install_requires=[
-        "mindspore==2.7.1",
+        # a range: on Ascend, MindSpore comes paired with the cluster's CANN drivers and must not be replaced;
+        # tested: 2.7.1 (full suite, constraints.txt) and 2.10.0 (smoke subset), README "Tested versions"
+        "mindspore>=2.7.0,<2.11",
         "mindcv==0.3.0",
         "numpy<2",
         "pyyaml>=6",
@@ -39,6 +41,9 @@ setup(
         "pillow>=9",
     ],
     extras_require=EXTRAS,
+    entry_points={"console_scripts": ["mindshuffle=mindshuffle.cli:main"] + [
+        f"mindshuffle-{verb}=mindshuffle.cli.{verb}:main"
+        for verb in ("train", "validate", "infer", "export", "convert", "models", "report")]},
     license="Apache-2.0",
     classifiers=["Programming Language :: Python :: 3.11", "Topic :: Scientific/Engineering :: Artificial Intelligence"],
 )

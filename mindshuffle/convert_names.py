@@ -13,6 +13,9 @@ no reordering of weights can make up for it): a model loading such weights switc
 ``checkpoints.set_authors_shuffle``). Megvii also applies the shuffle after the depthwise conv instead of before
 it; a depthwise conv commutes with a channel permutation, so that is a reindexing (``megvii_v1_dw_first``).
 
+MindCV >= 0.4 (PR #763) builds V1's grouped 1x1 convs as ``GroupConv`` cells holding one conv per group
+(``...branch_main_1.0.convs.<i>.weight``); those are stacked back into one grouped conv (``merge_group_convs``).
+
 MindCV pools with ``pad_mode="same"`` (pad 0 before, 1 after) where the authors pad 1 on each side, which
 changes every output of a net with even-sized feature maps. A MindCV checkpoint therefore comes out of
 ``to_mindshuffle_names`` with metadata ``pool_same: true`` and the loader switches the model's pooling to match.
@@ -26,8 +29,8 @@ import numpy as np
 
 from .checkpoints import CheckpointError
 
-__all__ = ["to_mindshuffle_names", "detect_layout", "rename_params", "megvii_v1_dw_first", "META_KEY",
-           "MINDCV_PREPROCESS"]
+__all__ = ["to_mindshuffle_names", "detect_layout", "rename_params", "megvii_v1_dw_first", "merge_group_convs",
+           "uses_group_convs", "META_KEY", "MINDCV_PREPROCESS"]
 
 META_KEY = "mindshuffle_meta"   # a JSON string stored beside the weights (see checkpoints.checkpoint_metadata)
 
@@ -131,11 +134,41 @@ def megvii_v1_dw_first(params: dict) -> dict:
     return out
 
 
+_GROUP_CONV = re.compile(r"^(features\.\d+\.branch_main_[12]\.\d+)\.convs\.(\d+)\.(weight|bias)$")
+
+
+def uses_group_convs(names) -> bool:
+    """True for MindCV >= 0.4's ShuffleNet V1 layout (PR #763): each grouped 1x1 conv is a ``GroupConv`` holding
+    one ``nn.Conv2d`` per group (``features.N.branch_main_1.0.convs.<i>.weight``)."""
+    return any(_GROUP_CONV.match(n) for n in names)
+
+
+def merge_group_convs(params: dict) -> dict:
+    """MindCV's per-group convs -> one grouped conv each: ``GroupConv`` feeds input group i to ``convs.i`` and
+    concatenates the outputs in order, which is a grouped conv whose output channels are the per-group
+    weights stacked along the output-channel axis in index order."""
+    out, groups = {}, {}
+    for name, value in params.items():
+        m = _GROUP_CONV.match(name)
+        if m:
+            groups.setdefault((m.group(1), m.group(3)), {})[int(m.group(2))] = value
+        else:
+            out[name] = value
+    for (prefix, leaf), parts in groups.items():
+        if sorted(parts) != list(range(len(parts))):
+            raise NameMapError(f"{prefix}.convs: groups {sorted(parts)} are not 0..{len(parts) - 1}")
+        out[f"{prefix}.{leaf}"] = np.concatenate([_arr(parts[i]) for i in range(len(parts))], axis=0)
+    return out
+
+
 def convert_mindcv(params: dict, source: str = "mindcv") -> tuple[dict, str]:
-    """(renamed and, for V1, reordered parameters, layout) of a MindCV (or Megvii, MindSpore-named) dict."""
+    """(renamed and, for V1, reordered parameters, layout) of a MindCV (or Megvii, MindSpore-named) dict.
+    MindCV >= 0.4's per-group V1 convs are merged first (``merge_group_convs``)."""
     layout = detect_layout(params)
     if layout == "mindshuffle":
         return dict(params), layout
+    if layout == "v1" and uses_group_convs(params):
+        params = merge_group_convs(params)
     out = rename_params(params, source)
     if layout == "v1" and source == "megvii":
         out = megvii_v1_dw_first(out)
@@ -162,7 +195,8 @@ def to_mindshuffle_names(ckpt: dict, net=None) -> dict:
             meta = json.loads(ckpt[META_KEY])
         except ValueError:
             meta = {}
-    meta.setdefault("source", f"MindCV ShuffleNet {layout.upper()} checkpoint")
+    per_group = " (per-group GroupConv layout, MindCV >= 0.4)" if uses_group_convs(ckpt) else ""
+    meta.setdefault("source", f"MindCV ShuffleNet {layout.upper()} checkpoint{per_group}")
     meta.setdefault("pool_same", True)
     if layout == "v1":
         meta.setdefault("v1_shuffle", "authors")

@@ -60,8 +60,8 @@ def load_torch_state_dict(path: str) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors, zip errors, unsafe globals ...
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ConversionError(f"{path!r} cannot be read as a PyTorch checkpoint: {first}") from None
+        raise ConversionError(f"{path!r} is not a PyTorch checkpoint mindshuffle can read "
+                              f"({_torch_load_problem(path, e)})") from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -77,6 +77,25 @@ def load_torch_state_dict(path: str) -> dict:
             continue
         out[k] = v.detach().cpu().float().numpy()
     return out
+
+
+def _torch_load_problem(path: str, e: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` refused ``path``, in a few words (never torch's advice to load with
+    ``weights_only=False``, which would run code from the file)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith((b"PK", b"\x80")):  # neither a zip (torch.save) nor a pickle (legacy torch.save)
+        kind = "a MindSpore checkpoint: load it directly, no conversion needed" if path.endswith(".ckpt") else \
+            "neither a zip nor a pickle file"
+        return f"it is {kind}"
+    text = str(e)
+    if "WeightsUnpickler error:" in text:
+        lines = [ln.strip() for ln in text.split("WeightsUnpickler error:", 1)[1].splitlines() if ln.strip()]
+        why = next((ln for ln in lines if "weights_only" not in ln), "")
+        return ("it holds Python objects other than tensors, which are not unpickled because that could run code "
+                "from the file" + (f": {why}" if why else ""))
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "weights_only" not in ln]
+    return f"damaged or not a checkpoint: {lines[0] if lines else type(e).__name__}"
 
 
 def torch_to_mindspore_bn(sd: dict) -> dict:
@@ -295,16 +314,20 @@ def convert_state_dict(sd: dict, source: str = "auto") -> tuple[dict, dict]:
     raise ConversionError(f"unknown source {source!r}; choose auto, torchvision or megvii")
 
 
-def convert_file(src: str, dst: str, source: str = "auto", model: str | None = None, verify: bool = True) -> dict:
+def convert_file(src: str, dst: str, source: str = "auto", model: str | None = None, verify: bool = True,
+                 preprocess: dict | None = None) -> dict:
     """Convert the PyTorch checkpoint ``src`` into the mindshuffle checkpoint ``dst`` (written atomically).
 
-    ``model`` overrides the registered model name read from the shapes. With ``verify`` the checkpoint is
-    loaded into that model (strict: every parameter must fit). Returns the checkpoint's metadata.
+    ``model`` overrides the registered model name read from the shapes, ``preprocess`` the preprocessing recorded
+    (e.g. a publisher's resize 232). With ``verify`` the checkpoint is loaded into that model (strict: every
+    parameter must fit). Returns the checkpoint's metadata.
     """
     import mindspore as ms
     params, meta = convert_state_dict(load_torch_state_dict(src), source)
     if model:
         meta["model"] = model
+    if preprocess:
+        meta["preprocess"] = dict(preprocess)
     if not meta.get("model"):
         raise ConversionError(f"cannot tell which ShuffleNet {src!r} holds from its shapes; pass the model name")
     meta["converted_from"] = os.path.basename(src)

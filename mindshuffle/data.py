@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import errno
 import hashlib
 import io
 import json
@@ -40,6 +41,7 @@ from mindspore import nn, ops
 from mindspore.dataset import vision
 
 from .errors import DataError
+from .fileio import atomic_json
 
 __all__ = ["DataError", "FileList", "scan", "prepare_digits", "channel_stats", "resolve_stats",
            "epoch_indices", "build_transforms", "input_transforms", "ImagePrep", "build_loader",
@@ -71,18 +73,46 @@ def _is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
 
 
+def _refuse_loop(path: str) -> None:
+    """DataError if ``path`` is a symlink that leads back to its own folder or one above it (``train/a ->
+    train``, ``train/cls/loop -> ..``) or round in a circle: listing it would count images twice or never end."""
+    if not os.path.islink(path):
+        return
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            return  # a dangling link: not a folder, and not a loop
+    else:
+        real, parent = os.path.realpath(path), os.path.realpath(os.path.dirname(path))
+        if os.path.commonpath([real, parent]) != real:
+            return
+    raise DataError(f"{path!r} is a symlink loop (-> {os.readlink(path)!r}, back into a folder that holds "
+                    f"it); remove the link")
+
+
 def _class_folder_images(folder: str) -> list:
     out = []
     for dirpath, dirnames, files in os.walk(folder):
+        for d in dirnames:
+            _refuse_loop(os.path.join(dirpath, d))
         dirnames.sort()
         out.extend(os.path.join(dirpath, f) for f in sorted(files) if _is_image(f))
     return out
 
 
+def _class_folders(root: str) -> list:
+    """The class folders of ``root`` (sorted, hidden ones skipped); a symlink loop among them is an error."""
+    names = sorted(d for d in os.listdir(root) if not d.startswith("."))
+    for d in names:
+        _refuse_loop(os.path.join(root, d))
+    return [d for d in names if os.path.isdir(os.path.join(root, d))]
+
+
 def _scan_folder(root: str, classes: list | None) -> FileList:
     if not os.path.isdir(root):
         raise DataError(f"data folder {root!r} does not exist; set data_dir (and train_split/val_split)")
-    found = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
+    found = _class_folders(root)
     if not found:
         raise DataError(f"data folder {root!r} has no class folders; expected {root}/<class>/<image>")
     if classes is None:
@@ -167,11 +197,22 @@ def scan(dataset: str, data_dir: str, split: str, classes: list | None = None) -
 def prepare_digits(root: str, size: int = 32, val_fraction: float = 0.2, seed: int = 0) -> str:
     """Write scikit-learn's digits as ``root/{train,val}/<digit>/<index>.png`` (``size`` px, RGB).
 
-    The split is stratified and fixed by ``seed``; an existing complete folder is left alone.
+    The split is stratified and fixed by ``seed``; an existing complete folder is left alone. A folder that
+    already holds anything this function did not write is refused (DataError): the digits would be mixed
+    into its images. ``.started`` (written first, kept) marks the folder as this function's, so an interrupted
+    preparation (or another rank's) continues; ``.prepared`` (written last) marks it complete.
     """
-    done = os.path.join(root, ".prepared")
+    done, started = os.path.join(root, ".prepared"), os.path.join(root, ".started")
     if os.path.isfile(done):
         return root
+    if os.path.isdir(root) and not os.path.isfile(started):
+        theirs = sorted(f for f in os.listdir(root) if not f.startswith("."))
+        if theirs:
+            raise DataError(f"dataset digits: data_dir {root!r} already holds {', '.join(theirs[:3])}"
+                            f"{', ...' if len(theirs) > 3 else ''} and was not prepared by mindshuffle (no "
+                            f".prepared); set data_dir to a new or empty folder, or use dataset: folder")
+    os.makedirs(root, exist_ok=True)
+    atomic_json(started, {"dataset": "digits", "written_by": "mindshuffle.data.prepare_digits"})
     from PIL import Image
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -190,8 +231,7 @@ def prepare_digits(root: str, size: int = 32, val_fraction: float = 0.2, seed: i
             tmp = f"{path}.{os.getpid()}.tmp"
             img.save(tmp, format="PNG")
             os.replace(tmp, path)
-    with open(done, "w") as f:
-        f.write(json.dumps({"train": len(train_idx), "val": len(val_idx), "size": size, "seed": seed}))
+    atomic_json(done, {"train": len(train_idx), "val": len(val_idx), "size": size, "seed": seed})
     log.info("digits: wrote %d train and %d val images (%d px) to %s", len(train_idx), len(val_idx), size, root)
     return root
 

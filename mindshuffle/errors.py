@@ -3,7 +3,8 @@ command-line tools turn it into one line on stderr and exit code 2. ``WorkerFail
 (a rank died): the tools exit 1 with its line."""
 from __future__ import annotations
 
-__all__ = ["MindshuffleError", "RecipeError", "DataError", "CheckpointError", "RunFolderError", "WorkerFailedError"]
+__all__ = ["MindshuffleError", "RecipeError", "DataError", "CheckpointError", "RunFolderError", "OutputExistsError",
+           "WorkerFailedError"]
 
 
 class MindshuffleError(ValueError):
@@ -25,6 +26,11 @@ class CheckpointError(MindshuffleError):
 class RunFolderError(MindshuffleError):
     """The run folder cannot be used as asked: a finished run without overwrite, a resume without last.ckpt, a
     folder another run is writing, a read-only folder, a save that failed (e.g. on a full disk)."""
+
+
+class OutputExistsError(MindshuffleError):
+    """A result file a tool would write exists already (e.g. the committed bench/results) and replacing it
+    was not asked for."""
 
 
 class WorkerFailedError(RuntimeError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -16,6 +17,8 @@ import mindspore as ms
 from mindspore import nn
 
 from .checkpoints import CheckpointError, checkpoint_metadata, normalize_preprocess, read_checkpoint, rebuild_kwargs
+from .errors import MindshuffleError
+from .fileio import TMP_PREFIX, atomic_path
 
 __all__ = ["ExportError", "PredictError", "load_checkpoint_model", "make_exportable", "export_model",
            "load_image", "preprocess_image", "collect_images", "load_labels", "Predictor", "IMAGE_EXTENSIONS"]
@@ -26,11 +29,11 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 FORMATS = {"MINDIR": ".mindir", "ONNX": ".onnx"}
 
 
-class ExportError(ValueError):
+class ExportError(MindshuffleError):
     """A model that cannot be exported as asked (unknown format, impossible input size, ...)."""
 
 
-class PredictError(ValueError):
+class PredictError(MindshuffleError):
     """Bad predictor input: no images found, labels that do not fit the model, ..."""
 
 
@@ -139,21 +142,21 @@ def export_model(net: nn.Cell, path: str, fmt: str = "MINDIR", input_size: int =
         sample = ms.Tensor(np.zeros(shape, np.float32))
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-export-", dir=folder)
-    os.close(fd)
-    os.remove(tmp)
-    written = tmp + suffix
+    # MindSpore's writers chmod the folder they write into to 0700 (ONNX: serialization._save_onnx) and leave
+    # the file 0400: export into a private folder of our own, then publish the file atomically
+    private = tempfile.mkdtemp(prefix=TMP_PREFIX + "export-", dir=folder)
     try:
-        ms.export(net, sample, file_name=tmp, file_format=fmt)
+        written = os.path.join(private, "model" + suffix)
+        ms.export(net, sample, file_name=written, file_format=fmt)
         if not os.path.isfile(written):
             raise ExportError(f"MindSpore wrote no {fmt} file for {path}")
         if dynamic_batch and fmt == "ONNX" and not _onnx_dynamic_batch(written):
             log.warning("onnx is not installed: %s keeps the fixed batch size %d", path, batch_size)
-        os.chmod(written, 0o644)   # MindSpore writes exported files read-only (0400)
-        os.replace(written, path)
+        os.chmod(written, 0o644)
+        with atomic_path(path, suffix) as tmp:
+            os.replace(written, tmp)
     finally:
-        if os.path.exists(written):
-            os.remove(written)
+        shutil.rmtree(private, ignore_errors=True)
     return path
 
 

@@ -10,7 +10,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["atomic_path", "atomic_write", "atomic_text", "atomic_json", "atomic_npy", "markdown_table", "TMP_PREFIX"]
+from .errors import OutputExistsError
+
+__all__ = ["atomic_path", "atomic_write", "atomic_text", "atomic_json", "atomic_npy", "markdown_table", "TMP_PREFIX",
+           "refuse_existing"]
 
 TMP_PREFIX = ".tmp-"  # every temporary file starts with this; a run folder sweeps the ones a killed process left
 
@@ -55,6 +58,15 @@ def atomic_json(path: str, obj) -> str:
 
 def atomic_npy(path: str, array) -> str:
     return atomic_write(path, lambda f: np.save(f, array), binary=True, suffix=".npy")
+
+
+def refuse_existing(paths: Sequence[str], hint: str = "pass --overwrite to replace it, or another --out-dir") -> None:
+    """OutputExistsError naming the first of ``paths`` that exists (and ``hint``, how to go on): for tools
+    whose outputs are results someone may keep (benchmarks), checked before the work starts."""
+    existing = [p for p in paths if os.path.lexists(p)]
+    if existing:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise OutputExistsError(f"{existing[0]} exists already{more}; {hint}")
 
 
 def markdown_table(header: Sequence, rows: Sequence[Sequence]) -> str:

@@ -1,9 +1,12 @@
-"""The model table: registered models with parameters, FLOPs and reported accuracy, for people to read."""
+"""The model table (registered models with parameters, FLOPs and reported accuracy) and the pretrained weights
+table, for people to read."""
 from __future__ import annotations
 
+from .fileio import markdown_table
 from .registry import list_models, model_info
+from .weights_table import weights_rows
 
-__all__ = ["model_table"]
+__all__ = ["model_table", "weights_table"]
 
 
 def _fmt(v, spec: str) -> str:
@@ -22,10 +25,19 @@ def model_table(pattern: str = "*", markdown: bool = False) -> str:
         i = model_info(n)
         rows.append([n, _fmt(i.params and i.params / 1e6, ".3f"), _fmt(i.flops, ".1f"), _fmt(i.top1, ".2f"),
                      _fmt(i.top5, ".2f"), i.source or "-", ", ".join(i.aliases) or "-"])
+    return _render(head, rows, markdown)
+
+
+def weights_table(pattern: str = "*", markdown: bool = False) -> str:
+    """One row per published weights file of the models matching ``pattern`` (``weights_table.WEIGHTS``): model,
+    the ``pretrained=`` value that picks it, file, how it is checked, top-1/top-5, input, publisher."""
+    head, rows = weights_rows(pattern, links=markdown)
+    return _render(head, rows, markdown) if rows else ""
+
+
+def _render(head: list, rows: list, markdown: bool) -> str:
     if markdown:
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        lines += ["| " + " | ".join(r) + " |" for r in rows]
-        return "\n".join(lines)
+        return markdown_table(head, rows)
     widths = [max(len(str(r[k])) for r in rows + [head]) for k in range(len(head))]
     fmt = "  ".join(f"{{:{w}}}" for w in widths)
     return "\n".join(fmt.format(*r) for r in [head] + rows)

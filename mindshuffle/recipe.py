@@ -9,6 +9,7 @@ An unknown key or a bad value raises ``RecipeError`` naming the key, the value a
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -86,7 +87,8 @@ KEYS: tuple[Key, ...] = (
         "{layout: torchvision}, {repeats: [2, 4, 2]} (a shallower net); recorded in checkpoints"),
     Key("num_classes", "int", 0, "classifier outputs (0 = the number of class folders found)", minimum=0),
     Key("drop_rate", "float?", None, "dropout before the classifier (null = the model's default)", minimum=0),
-    Key("pretrained", "bool", False, "start from the registered pretrained weights"),
+    Key("pretrained", "bool", False, "start from the model's published weights (downloaded once into the "
+        "cache, checked; README: Pretrained weights); ckpt_path, when set, wins"),
     Key("ckpt_path", "str", "", "start weights; with another num_classes the classifier is re-initialised"),
     Key("freeze_backbone", "bool", False, "train only the classifier"),
     Key("ckpt_save_dir", "str", "./runs/run", "the run folder: recipe, logs, metrics.csv, checkpoints"),
@@ -166,25 +168,31 @@ def _to_bool(key: Key, v: Any) -> bool:
     raise _bad(key, v, "expected True or False")
 
 
+def _finite(key: Key, v: Any, numbers: list) -> list:
+    """``numbers`` if none is nan or +-inf (which no recipe value means: ``--lr nan`` would train on nan)."""
+    if not all(math.isfinite(x) for x in numbers):
+        raise _bad(key, v, "expected a finite number, not nan or inf")
+    return numbers
+
+
 def _to_num(key: Key, v: Any, kind: type) -> Any:
     if isinstance(v, bool):
         raise _bad(key, v, "expected a number, got a bool")
     try:
-        if kind is int:
-            f = float(v)
-            if f != int(f):
-                raise ValueError
-            out = int(f)
-        else:
-            out = float(v)
+        f = float(v)
     except (TypeError, ValueError):
         raise _bad(key, v, f"expected {'an integer' if kind is int else 'a number'}") from None
+    _finite(key, v, [f])
+    if kind is int and f != int(f):
+        raise _bad(key, v, "expected an integer")
+    out = int(f) if kind is int else f
     if key.minimum is not None and out < key.minimum:
         raise _bad(key, v, f"must be >= {key.minimum:g}")
     return out
 
 
 def _to_floats(key: Key, v: Any, n: tuple = ()) -> list:
+    given = v
     if isinstance(v, str):
         v = yaml.safe_load(v) if v.strip().startswith("[") else [x for x in v.replace(",", " ").split()]
     if not isinstance(v, (list, tuple)):
@@ -195,7 +203,7 @@ def _to_floats(key: Key, v: Any, n: tuple = ()) -> list:
         raise _bad(key, v, "expected a list of numbers") from None
     if n and len(out) not in n:
         raise _bad(key, v, f"expected {' or '.join(map(str, n))} numbers")
-    return out
+    return _finite(key, given, out)
 
 
 def _to_mapping(key: Key, v: Any) -> dict:
@@ -237,17 +245,18 @@ def coerce(name: str, value: Any) -> Any:
             try:
                 out = _to_floats(key, value, (1, 3))
             except RecipeError:
-                raise _bad(key, value, "expected 'auto', 'imagenet' or a list of 3 numbers (0-255 scale)") from None
+                raise _bad(key, value, "expected 'auto', 'imagenet' or a list of 3 finite numbers "
+                                       "(0-255 scale)") from None
     elif t == "jitter":
         if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
             out = None
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            out = float(value)
         else:
             try:
                 out = float(value)
             except (TypeError, ValueError):
                 out = _to_floats(key, value, (3, 4))
+            else:
+                _finite(key, value, [out])
     elif t == "mapping":
         out = _to_mapping(key, value)
     else:  # pragma: no cover - a declaration error

@@ -8,9 +8,10 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import json
-import os
 from dataclasses import dataclass, field, asdict
 from typing import Callable
+
+from .pretrained import hand_placed_path, pretrained_checkpoint
 
 __all__ = ["register_model", "create_model", "list_models", "model_info", "ModelInfo", "UnknownModelError",
            "ModelArgumentError"]
@@ -108,10 +109,10 @@ def model_info(name: str) -> ModelInfo:
 
 
 def pretrained_path(name: str) -> str:
-    """Where ``pretrained=True`` looks for weights: ``$MINDSHUFFLE_HOME/checkpoints/<name>.ckpt``
-    (default ``~/.cache/mindshuffle``). mindshuffle never downloads."""
-    home = os.environ.get("MINDSHUFFLE_HOME", os.path.join(os.path.expanduser("~"), ".cache", "mindshuffle"))
-    return os.path.join(home, "checkpoints", f"{name}.ckpt")
+    """Where a checkpoint placed by hand for ``pretrained=True`` is found (it wins over any download):
+    ``<cache>/checkpoints/<name>.ckpt``, the cache being ``$MINDSHUFFLE_HOME``, else ``$XDG_CACHE_HOME/mindshuffle``,
+    else ``~/.cache/mindshuffle``."""
+    return hand_placed_path(_resolve(name))
 
 
 def _recordable(kwargs: dict) -> dict:
@@ -127,14 +128,16 @@ def _recordable(kwargs: dict) -> dict:
     return out
 
 
-def create_model(name: str, num_classes: int = 1000, pretrained: bool = False, checkpoint_path: str = "",
+def create_model(name: str, num_classes: int = 1000, pretrained: bool | str = False, checkpoint_path: str = "",
                  in_channels: int = 3, features_only: bool = False, out_indices=(0, 1, 2, 3), **kwargs):
     """Build a registered model.
 
     Args:
         name: a registered name or alias (``list_models()``).
         num_classes: classifier outputs.
-        pretrained: load ``pretrained_path(name)``; mindshuffle never downloads, so the file must be there.
+        pretrained: ``True`` loads the model's default published weights (``weights_table``), a tag
+            (``"mindcv"``, ``"mindcv-910v2"``, ``"torchvision"``) picks one: downloaded once into the cache,
+            checked, then used offline; a file placed by hand at ``pretrained_path(name)`` wins.
         checkpoint_path: load these weights (mindshuffle's or MindCV's parameter names). With a different
             ``num_classes`` the classifier is left newly initialised (fine-tuning).
         in_channels: input image channels.
@@ -153,11 +156,7 @@ def create_model(name: str, num_classes: int = 1000, pretrained: bool = False, c
     net.model_kwargs = _recordable(kwargs)
     ckpt = checkpoint_path
     if pretrained and not ckpt:
-        ckpt = pretrained_path(key)
-        if not os.path.isfile(ckpt):
-            raise FileNotFoundError(
-                f"pretrained weights for {key!r} not found at {ckpt}; mindshuffle does not download: put the "
-                f"checkpoint there (or set MINDSHUFFLE_HOME), or pass checkpoint_path=")
+        ckpt = pretrained_checkpoint(key, pretrained)
     if ckpt:
         from .checkpoints import load_model_weights
         load_model_weights(net, ckpt)

@@ -14,6 +14,7 @@ import tempfile
 import numpy as np
 
 from . import plots as P
+from .fileio import markdown_table
 from .runfiles import SUMMARY_COLUMNS, summary_table
 
 __all__ = ["RunDataError", "load_run", "make_report", "compare_runs"]
@@ -126,12 +127,7 @@ def _report_md(run: dict, figures: list, confused: list, run_dir: str) -> str:
               f"- device target: {s.get('device_target', r.get('device_target', '-'))}, cards: {s.get('cards', '-')}",
               f"- host: {hw.get('platform', '-')}, {hw.get('cpus', '-')} CPU cores, MindSpore {hw.get('mindspore', '-')}",
               ""]
-    keys = ["model", "num_classes", "dataset", "data_dir", "image_resize", "batch_size", "epoch_size", "opt", "lr",
-            "scheduler", "warmup_epochs", "min_lr", "momentum", "weight_decay", "label_smoothing", "amp_level",
-            "seed", "distribute"]
-    lines += ["## Recipe", "", "| key | value |", "|---|---|"]
-    lines += [f"| {k} | {r[k]} |" for k in keys if k in r]
-    lines += ["", "(all keys: `recipe.yaml`)", ""]
+    lines += ["## Recipe", "", _recipe_table(r, s), "", "(all keys: `recipe.yaml`)", ""]
     lines += ["## Plots", ""]
     for title, path in figures:
         lines += [f"### {title}", "", f"![{title}]({os.path.relpath(path, run_dir)})", ""]
@@ -144,6 +140,24 @@ def _report_md(run: dict, figures: list, confused: list, run_dir: str) -> str:
                   else "No validation confusion matrix in this run folder."]
     lines.append("")
     return "\n".join(lines)
+
+
+_RECIPE_KEYS = ("model", "num_classes", "dataset", "data_dir", "image_resize", "batch_size", "global_batch_size",
+                "epoch_size", "opt", "lr", "scheduler", "warmup_epochs", "min_lr", "momentum", "weight_decay",
+                "label_smoothing", "amp_level", "seed", "distribute")
+
+
+def _recipe_table(r: dict, s: dict) -> str:
+    """The main recipe keys; ``lr`` and ``min_lr`` as the run used them (summary.json: after linear scaling to
+    the run's cards x batch_size), with the recipe's value beside them where scaling changed it."""
+    rows = []
+    for k in (k for k in _RECIPE_KEYS if k in r):
+        value, used = r[k], s.get(k) if k in ("lr", "min_lr") else None
+        if used is not None and _num(used, ".6g") != _num(value, ".6g"):
+            value = (f"{_num(used, '.6g')} (recipe {value} for global batch {r.get('global_batch_size')}, scaled "
+                     f"linearly to {s.get('cards', '-')} card(s) x {s.get('batch size', '-')})")
+        rows.append((k, value))
+    return markdown_table(("key", "value"), rows)
 
 
 def _model_line(model: str, s: dict) -> str:

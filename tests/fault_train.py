@@ -1,4 +1,4 @@
-"""tools/train.py with test-only fault hooks (the product has none), for tests/test_faults.py.
+"""tools/train.py (mindshuffle.cli.train) with test-only fault hooks (the product has none), for tests/test_faults.py.
 
     MINDSHUFFLE_TEST_STEP_FAULT=E:S   pause after step S of epoch E (a callback), so a test can kill -9 there
     MINDSHUFFLE_TEST_SAVE_FAULT=pause:N   pause the N-th checkpoint save after its temporary file is written,
@@ -8,7 +8,6 @@
 A pause prints "fault hook: paused <where>" on stderr and sleeps until the test kills the process.
 """
 import errno
-import importlib.util
 import os
 import sys
 import time
@@ -19,6 +18,7 @@ sys.path.insert(0, ROOT)
 import mindspore as ms  # noqa: E402
 
 from mindshuffle import checkpoints  # noqa: E402
+from mindshuffle.cli import train as train_tool  # noqa: E402
 from mindshuffle.train.callbacks import Callback  # noqa: E402
 
 STEP_FAULT = "MINDSHUFFLE_TEST_STEP_FAULT"
@@ -75,10 +75,7 @@ def main() -> int:
         callbacks.append(PauseAtStep(*(int(v) for v in os.environ[STEP_FAULT].split(":"))))
     if os.environ.get(SAVE_FAULT):
         install_save_fault(os.environ[SAVE_FAULT])
-    spec = importlib.util.spec_from_file_location("train_tool", os.path.join(ROOT, "tools", "train.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool.main(sys.argv[1:], callbacks=callbacks)
+    return train_tool.main(sys.argv[1:], callbacks=callbacks)
 
 
 if __name__ == "__main__":

@@ -1,23 +1,17 @@
 """mindshuffle.benchmark and the three tools (profile, guidelines, benchmark) at tiny sizes."""
 import csv
-import importlib.util
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 from mindspore import nn
 
 from mindshuffle import benchmark as B
+from cli_helpers import tool as _tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 class Small(nn.Cell):
@@ -113,6 +107,39 @@ def test_guidelines_tool_writes_outputs(tmp_path, capsys):
     rows = list(csv.DictReader(open(tmp_path / "guidelines.csv")))
     assert len(rows) == 4 + 4 and {r["experiment"] for r in rows} == {"G1", "G4"}
     assert (tmp_path / "guidelines.md").read_text().count("**Table") == 2
+
+
+def _files(folder):
+    return {f: (os.stat(os.path.join(folder, f)).st_mtime_ns, open(os.path.join(folder, f), "rb").read())
+            for f in sorted(os.listdir(folder))}
+
+
+def test_tools_leave_committed_results_alone(tmp_path, monkeypatch, capsys):
+    """Without --out-dir the results go to a new folder under runs/; an existing result is replaced only with
+    --overwrite. Run in a copy of bench/results: the repository's own files are never touched."""
+    shutil.copytree(os.path.join(ROOT, "bench", "results"), tmp_path / "bench" / "results")
+    monkeypatch.chdir(tmp_path)
+    committed = _files("bench/results")
+    assert {"benchmark.csv", "guidelines.md"} <= set(committed)
+    guidelines = ["--experiments", "G4", "--widths", "G4=4", "--depth", "1", "--image-size", "4", "--batch-size",
+                  "1", "--warmup", "0", "--repeats", "1"]
+    assert _tool("guidelines").main(guidelines) == 0
+    assert _tool("benchmark").main(["shufflenet_v2_x0_5", "--batch-sizes", "1", "--train-batch-size", "0",
+                                    "--image-size", "32", "--warmup", "0", "--repeats", "1", "--no-reference",
+                                    "--no-isolate"]) == 0
+    assert _files("bench/results") == committed
+    made = sorted(os.listdir("runs"))
+    assert [m.split("-")[0] for m in made] == ["benchmark", "guidelines"]
+    assert set(os.listdir(os.path.join("runs", made[0]))) == {"benchmark.csv", "benchmark.md", "benchmark.json"}
+    capsys.readouterr()
+    for tool, argv in (("guidelines", guidelines), ("benchmark", ["shufflenet_v2_x0_5"])):
+        assert _tool(tool).main(argv + ["--out-dir", "bench/results"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "bench/results/" in err[0] and "exists already" in err[0] and "--overwrite" in err[0]
+    assert _files("bench/results") == committed
+    assert _tool("guidelines").main(guidelines + ["--out-dir", "bench/results", "--overwrite"]) == 0
+    after = _files("bench/results")
+    assert after["guidelines.md"] != committed["guidelines.md"] and after["benchmark.csv"] == committed["benchmark.csv"]
 
 
 @pytest.mark.parametrize("tool,argv,needle", [

@@ -18,6 +18,7 @@ import mindspore as ms  # noqa: E402
 from mindshuffle import create_model  # noqa: E402
 from mindshuffle.checkpoints import checkpoint_metadata, checkpoint_preprocess  # noqa: E402
 from mindshuffle.converters import ConversionError, convert_file, torchvision_stage_orders  # noqa: E402
+from cli_helpers import tool as _tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TV_WIDTHS = {0.5: [24, 48, 96, 192, 1024], 1.0: [24, 116, 232, 464, 1024]}
@@ -238,14 +239,6 @@ def test_unknown_state_dict_is_refused(tmp_path):
     with pytest.raises(ConversionError, match="not a torchvision or Megvii ShuffleNet"):
         convert_file(str(pth), str(tmp_path / "x.ckpt"))
     assert not (tmp_path / "x.ckpt").exists()
-
-
-def _tool(name):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_convert_cli(tmp_path, capsys):

@@ -43,6 +43,39 @@ def test_folder_errors_name_the_problem(tmp_path):
         D.scan("folder", str(tmp_path), "val", classes=["empty", "full"])
 
 
+def _listing(root):
+    return sorted((os.path.relpath(os.path.join(d, f), root), os.lstat(os.path.join(d, f)).st_mtime_ns)
+                  for d, dirs, files in os.walk(root) for f in dirs + files)
+
+
+@pytest.mark.parametrize("link, target", [("a", "."), ("b_cat/loop", ".."), ("b_cat/deep/up", "../.."),
+                                          ("a", "a"), ("a", "..")])
+def test_symlink_loop_is_an_error_not_a_class(tmp_path, link, target):
+    for c in ("b_cat", "c_dog"):
+        _img(str(tmp_path / "train" / c / "deep" / "0.png"), 10)
+    os.symlink(target, tmp_path / "train" / link)          # relative to the link's own folder
+    with pytest.raises(D.DataError) as e:
+        D.scan("folder", str(tmp_path), "train")
+    assert str(tmp_path / "train" / link) in str(e.value) and "symlink loop" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_symlinked_class_folder_elsewhere_still_read(tmp_path):
+    _img(str(tmp_path / "elsewhere" / "cats" / "0.png"), 10)
+    _img(str(tmp_path / "data" / "train" / "dogs" / "0.png"), 20)
+    os.symlink(tmp_path / "elsewhere" / "cats", tmp_path / "data" / "train" / "cats")
+    tr = D.scan("folder", str(tmp_path / "data"), "train")
+    assert tr.classes == ["cats", "dogs"] and len(tr) == 2
+
+
+def test_digits_refuse_a_folder_not_prepared_by_mindshuffle(tmp_path):
+    _img(str(tmp_path / "cats" / "0.png"), 10)
+    before = _listing(tmp_path)
+    with pytest.raises(D.DataError, match=r"already holds cats and was not prepared by mindshuffle"):
+        D.scan("digits", str(tmp_path), "train")
+    assert _listing(tmp_path) == before                    # nothing written, nothing touched
+
+
 def _tiny(root):
     wnids = ["n02", "n01", "n03"]
     (root / "wnids.txt").write_text("\n".join(wnids) + "\n")
@@ -90,6 +123,8 @@ def test_digits_prepared_with_fixed_split(tmp_path):
         assert im.size == (32, 32) and im.mode == "RGB"
     again = D.scan("digits", root, "val", classes=tr.classes)  # second call reuses the files
     assert again.paths == va.paths
+    os.remove(os.path.join(root, ".prepared"))                # an interrupted preparation of ours continues
+    assert D.scan("digits", root, "train").paths == tr.paths
 
 
 def test_mean_std_auto_computed_and_cached(tmp_path):

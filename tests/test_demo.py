@@ -5,7 +5,7 @@ import os
 
 import mindspore as ms
 
-from test_train import _tool
+from cli_helpers import tool as _tool
 
 
 def test_digits_demo_learns_real_handwriting(tmp_path, capsys):

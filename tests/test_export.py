@@ -1,7 +1,7 @@
 """Models out: ONNX parity with onnxruntime, MindIR with a dynamic batch, and the image predictor."""
-import importlib.util
 import json
 import os
+import stat
 
 import numpy as np
 import mindspore as ms
@@ -13,15 +13,9 @@ from mindshuffle import create_model
 from mindshuffle.checkpoints import save_checkpoint, set_authors_shuffle, set_pool_same
 from mindshuffle.export import (PredictError, Predictor, export_model, load_checkpoint_model, load_labels,
                                 preprocess_image)
+from cli_helpers import tool as _tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 X = np.random.default_rng(5).normal(size=(2, 3, 64, 64)).astype(np.float32)
@@ -79,6 +73,19 @@ def test_mindir_dynamic_batch(ckpt, tmp_path):
     _close(want, cell(ms.Tensor(X)).asnumpy())
     _close(want[1:], cell(ms.Tensor(X[1:])).asnumpy())
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]
+
+
+@pytest.mark.parametrize("fmt", ["ONNX", "MINDIR"])
+def test_export_keeps_the_folder_mode(tmp_path, fmt):
+    """MindSpore's ONNX writer chmods the folder it writes into to 0700; an export must not."""
+    out = tmp_path / "shared"
+    out.mkdir()
+    os.chmod(out, 0o755)
+    net = create_model("shufflenet_v2_x0_5", num_classes=3, repeats=(1, 1, 1))
+    path = export_model(net, str(out / "model"), fmt, input_size=32)
+    assert oct(stat.S_IMODE(os.stat(out).st_mode)) == oct(0o755)
+    assert oct(stat.S_IMODE(os.stat(path).st_mode)) == oct(0o644)
+    assert os.listdir(out) == [os.path.basename(path)]        # no private folder or temporary file left
 
 
 def _images(folder):

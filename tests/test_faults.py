@@ -6,7 +6,6 @@ a last ``--resume`` that finishes. The user errors (recipe, data, checkpoint, ru
 any graph is compiled; they run in-process (``main()``), a few also as subprocesses to see the real stderr.
 """
 import csv
-import importlib.util
 import json
 import os
 import shutil
@@ -24,14 +23,7 @@ from mindshuffle.train.run_folder import RunFolder
 from mindshuffle.checkpoints import CheckpointError, read_checkpoint, save_checkpoint
 from mindshuffle.recipe import load
 from mindshuffle.registry import create_model
-
-
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(f"fault_tool_{name}",
-                                                  os.path.join(F.ROOT, "tools", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from cli_helpers import tool as _tool
 
 
 def train_args(data, run, *extra):
@@ -236,6 +228,8 @@ def test_recipe_file_unknown_key_and_wrong_type(good_data, tmp_path, capsys):
     (["--lr", "-0.1"], ["'lr'", "-0.1", "must be >= 0"]),
     (["--scheduler", "cosine"], ["'scheduler'", "choose one of", "closest: 'cosine_decay'"]),
     (["--distribute", "maybe"], ["'distribute'", "expected True or False"]),
+    (["--lr", "nan"], ["'lr'", "nan", "expected a finite number"]),
+    (["--lr=inf"], ["'lr'", "inf", "expected a finite number"]),
 ])
 def test_recipe_bad_values(good_data, tmp_path, capsys, args, words):
     rc = _tool("train").main(train_args(good_data, str(tmp_path / "r"), *args))
@@ -268,6 +262,23 @@ def test_val_classes_missing_from_train(tmp_path, capsys):
     shutil.copytree(os.path.join(data, "val", "class_1"), os.path.join(data, "val", "class_7"))
     rc = _tool("train").main(train_args(data, str(tmp_path / "r")))
     _check_error(rc, capsys, "class_7", "not in the training set", "add them to the training split")
+
+
+@pytest.mark.parametrize("link, target", [("train/a", "."), ("train/class_0/loop", "..")])
+def test_symlink_loop_in_data_folder(tmp_path, capsys, link, target):
+    data = F.make_dataset(str(tmp_path / "d"), train_per_class=2, classes=2)
+    os.symlink(target, os.path.join(data, link))
+    rc = _tool("train").main(train_args(data, str(tmp_path / "r")))
+    _check_error(rc, capsys, os.path.join(data, link), "symlink loop", "remove the link")
+    assert not os.path.exists(tmp_path / "r" / "last.ckpt")
+
+
+def test_digits_into_a_foreign_folder_refused(tmp_path, capsys):
+    data = F.make_dataset(str(tmp_path / "d"), train_per_class=2, classes=2)
+    before = sorted(os.path.relpath(os.path.join(d, f), data) for d, _, fs in os.walk(data) for f in fs)
+    rc = _tool("train").main(train_args(data, str(tmp_path / "r"), "--dataset", "digits"))
+    _check_error(rc, capsys, "dataset digits", data, "not prepared by mindshuffle", "new or empty folder")
+    assert sorted(os.path.relpath(os.path.join(d, f), data) for d, _, fs in os.walk(data) for f in fs) == before
 
 
 def test_strict_data_stops_with_the_name(tmp_path):

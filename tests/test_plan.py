@@ -12,8 +12,8 @@ from mindshuffle.train.plan import resolve
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def plan_for(*args, steps=20, world=1):
-    return resolve(load(None, ["--data_dir", "/d", *args]), 0, world, steps)
+def plan_for(*args, steps=20, world=1, mindspore="2.7.1"):
+    return resolve(load(None, ["--data_dir", "/d", *args]), 0, world, steps, mindspore)
 
 
 @pytest.mark.parametrize("level, expect", [("O0", ("O0", "ms_backend")), ("O1", ("O1", "ms_backend")),
@@ -22,6 +22,15 @@ def test_jit_level_to_backend_on_ascend(level, expect):
     p = plan_for("--device_target", "Ascend", "--jit_level", level)
     assert (p.jit_level, p.backend) == expect
     assert p.summary()["jit level"] == f"{expect[0]}/{expect[1]}"   # the summary row names what ran
+
+
+@pytest.mark.parametrize("version, deprecated", [("2.7.1", False), ("2.8.0", False), ("2.9.0", True),
+                                                 ("2.10.0", True)])
+def test_o2_on_newer_mindspore_keeps_ge_and_says_it_is_deprecated(version, deprecated):
+    p = plan_for("--device_target", "Ascend", "--jit_level", "O2", mindspore=version)
+    assert (p.jit_level, p.backend) == ("O0", "GE")                # what MindSpore 2.10's own data_sink does
+    assert any(f"MindSpore {version} deprecates" in n for n in p.notes) == deprecated
+    assert plan_for("--device_target", "Ascend", "--jit_level", "O1", mindspore=version).notes == ()
 
 
 @pytest.mark.parametrize("device", ["CPU", "GPU"])

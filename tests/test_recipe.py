@@ -57,6 +57,14 @@ def test_unknown_key_names_closest(tmp_path):
     ("color_jitter", "[0.1, 0.2]", "expected 3 or 4 numbers"),
     ("model_kwargs", "[2, 1, 1]", "expected a mapping"),
     ("model_kwargs", "{2: 1}", "expected a mapping"),
+    ("lr", "nan", "expected a finite number"),
+    ("lr", "inf", "expected a finite number"),
+    ("min_lr", "-inf", "expected a finite number"),
+    ("epoch_size", "inf", "expected a finite number"),             # was an OverflowError traceback
+    ("drop_rate", "nan", "expected a finite number"),
+    ("color_jitter", "inf", "expected a finite number"),
+    ("scale", "[0.1, nan]", "expected a finite number"),
+    ("mean", "[nan, 1, 1]", "list of 3 finite numbers"),
 ])
 def test_bad_values_named(key, value, msg):
     with pytest.raises(R.RecipeError) as e:
@@ -101,11 +109,8 @@ def test_every_shipped_recipe_loads():
 
 
 def _train_main():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("tool_train", os.path.join(ROOT, "tools", "train.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.main
+    from mindshuffle.cli import train
+    return train.main
 
 
 def test_train_tool_bad_recipe_exit_2_one_line(tmp_path, capsys):

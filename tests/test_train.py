@@ -1,6 +1,5 @@
 """Training end to end on a generated folder dataset: run folder, metrics, checkpoints, validate.py, resume."""
 import csv
-import importlib.util
 import json
 import os
 import shutil
@@ -13,6 +12,7 @@ from PIL import Image
 from mindshuffle import create_model, runfiles
 from mindshuffle.train import build
 from mindshuffle.recipe import load
+from cli_helpers import tool as _tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = 5
@@ -25,13 +25,6 @@ SHALLOW = ("--model_kwargs", f"{{repeats: {list(SHALLOW_REPEATS)}}}")
 def shallow_net(num_classes=CLASSES, **kwargs):
     """The network the engine tests train (``SHALLOW``), built directly."""
     return create_model("shufflenet_v2_x0_5", num_classes=num_classes, repeats=SHALLOW_REPEATS, **kwargs)
-
-
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def make_dataset(root, train_per_class=8, val_per_class=2, size=20, classes=CLASSES, seed=0):
@@ -273,6 +266,20 @@ def test_report_and_compare_tools(full_run, tmp_path):
     assert _valid_png(os.path.join(cmp_dir, "compare_val_top1.png"))
     assert _tool("report").main([str(tmp_path / "nothing")]) == 2
     assert _tool("compare").main([full_run, full_run, "--labels", "only_one"]) == 2
+
+
+def test_report_shows_the_lr_the_run_used(data_dir, tmp_path):
+    """The recipe's lr is tuned for global batch 16; this run is 1 card x 8: lr and min_lr are halved."""
+    run = str(tmp_path / "scaled")
+    args = base_args(data_dir, run, "--global_batch_size", "16", "--min_lr", "0.002", "--epoch_size", "1",
+                     "--val_interval", "1")
+    assert _tool("train").main(args) == 0
+    summary = json.load(open(os.path.join(run, "summary.json")))
+    assert summary["lr"] == pytest.approx(0.025) and summary["min_lr"] == pytest.approx(0.001)
+    report = open(os.path.join(run, "report.md"), encoding="utf-8").read()
+    assert "| lr | 0.025 (recipe 0.05 for global batch 16, scaled linearly to 1 card(s) x 8) |" in report
+    assert "| min_lr | 0.001 (recipe 0.002 for global batch 16" in report
+    assert "| global_batch_size | 16 |" in report and "| lr | 0.05 |" not in report
 
 
 def test_confusion_plot_lists_most_confused_pairs_for_many_classes(tmp_path):

@@ -124,7 +124,6 @@ def test_missing_and_truncated_checkpoints(tmp_path):
 
 def test_finetune_recipe_from_mindcv_checkpoint(mindcv_v2, tmp_path):
     """configs/finetune_*: a MindCV checkpoint, a new class count, frozen backbone, a folder dataset."""
-    import importlib.util
     import os
     from PIL import Image
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -136,9 +135,7 @@ def test_finetune_recipe_from_mindcv_checkpoint(mindcv_v2, tmp_path):
                 a = rng.integers(0, 60, (16, 16, 3), dtype=np.uint8)
                 a[:, :, k] = 220
                 Image.fromarray(a).save(tmp_path / "data" / split / f"c{k}" / f"{i}.png")
-    spec = importlib.util.spec_from_file_location("tool_train", os.path.join(root, "tools", "train.py"))
-    train = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train)
+    from mindshuffle.cli import train
     path, _ = mindcv_v2
     run = str(tmp_path / "run")
     rc = train.main(["--config", os.path.join(root, "configs", "finetune_shufflenet_v2_x1_0_cpu.yaml"),

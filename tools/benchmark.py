@@ -6,7 +6,9 @@ graph compile time and peak memory, with MindCV's model of the same name as a re
     python tools/benchmark.py shufflenet_v2_x1_0 --no-reference --no-isolate --image-size 112
 
 Every model (and its MindCV reference) runs in its own process, so compile times and memory peaks are its
-own. Results go to <out-dir>/<name>.csv, .md and .json (default bench/results/benchmark.*).
+own. Results go to <out-dir>/<name>.csv, .md and .json; <out-dir> is a new runs/benchmark-<date>-<time> unless
+given. Existing files are never replaced without --overwrite (the committed results: --out-dir bench/results
+--overwrite).
 """
 import argparse
 import csv
@@ -18,7 +20,7 @@ import sys
 import time
 
 os.environ.setdefault("GLOG_v", "3")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import _entry  # noqa: F401,E402  (one clear line when mindshuffle is not installed)
 
 
 def _fail(msg: str) -> int:
@@ -88,7 +90,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-reference", action="store_true", help="skip MindCV's same-name model")
     ap.add_argument("--no-isolate", action="store_true", help="run everything in this process (faster start; "
                     "compile times and memory peaks then mix)")
-    ap.add_argument("--out-dir", default="bench/results")
+    ap.add_argument("--out-dir", default=time.strftime("runs/benchmark-%Y%m%d-%H%M%S"),
+                    help="where the results go (default: a new folder under runs/)")
+    ap.add_argument("--overwrite", action="store_true", help="replace <name>.csv/.md/.json in --out-dir")
     ap.add_argument("--name", default="benchmark", help="file name stem of the outputs (default benchmark)")
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     ap.add_argument("--device", default="CPU", help="MindSpore device_target (default CPU)")
@@ -101,10 +105,17 @@ def main(argv=None) -> int:
     if args.repeats < 1 or args.warmup < 0 or args.train_batch_size < 0 or args.image_size < 32:
         return _fail("--repeats must be >= 1, --warmup and --train-batch-size >= 0, --image-size >= 32")
 
+    stem = os.path.join(args.out_dir, args.name)
+    from mindshuffle.errors import OutputExistsError
+    from mindshuffle.fileio import refuse_existing
+    try:
+        refuse_existing([] if args.overwrite else [stem + ext for ext in (".csv", ".md", ".json")])
+    except OutputExistsError as e:
+        return _fail(str(e))
+
     import mindspore as ms
     from tqdm import tqdm
     from mindshuffle import benchmark as B
-    from mindshuffle.analysis import write_text_atomic
     from mindshuffle.registry import UnknownModelError, list_models, model_info
 
     ms.set_context(mode=ms.GRAPH_MODE, device_target=args.device)
@@ -137,6 +148,14 @@ def main(argv=None) -> int:
 
     head, rows = rows_of(results, batch_sizes)
     print(render(head, rows, args.markdown))
+    _write(stem, head, rows, results, args, batch_sizes)
+    return 0
+
+
+def _write(stem: str, head: list, rows: list, results: list, args, batch_sizes: tuple) -> None:
+    """<stem>.csv (the table), .md (the table and how it was measured) and .json (everything)."""
+    import mindspore as ms
+    from mindshuffle.analysis import write_text_atomic
     meta = dict(date=time.strftime("%Y-%m-%d %H:%M:%S"), host=platform.node(), machine=platform.machine(),
                 cpus=os.cpu_count(), mindspore=ms.__version__, device=args.device, batch_sizes=batch_sizes,
                 train_batch_size=args.train_batch_size, image_size=args.image_size, warmup=args.warmup,
@@ -145,7 +164,6 @@ def main(argv=None) -> int:
     w = csv.writer(buf)
     w.writerow(head)
     w.writerows(rows)
-    stem = os.path.join(args.out_dir, args.name)
     write_text_atomic(stem + ".csv", buf.getvalue())
     note = (f"{meta['date']}, MindSpore {meta['mindspore']}, {args.device}, {meta['cpus']} CPUs, graph mode, "
             f"{args.statistic} of {args.repeats} after {args.warmup} warm-up runs; mindshuffle inference "
@@ -153,7 +171,6 @@ def main(argv=None) -> int:
     write_text_atomic(stem + ".md", render(head, rows, True) + "\n\n" + note + "\n")
     write_text_atomic(stem + ".json", json.dumps(dict(meta=meta, results=results), indent=1, default=str) + "\n")
     print(f"wrote {stem}.csv, {stem}.md and {stem}.json")
-    return 0
 
 
 if __name__ == "__main__":

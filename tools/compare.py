@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import _entry  # noqa: F401,E402  (one clear line when mindshuffle is not installed)
 
 
 def main(argv=None) -> int:

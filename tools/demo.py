@@ -12,7 +12,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import _entry  # noqa: F401,E402  (one clear line when mindshuffle is not installed)
 os.environ.setdefault("GLOG_v", "3")
 
 RECIPE = os.path.join(ROOT, "configs", "digits_demo.yaml")

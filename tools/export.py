@@ -1,66 +1,8 @@
 """Export a model from a checkpoint to MindIR and/or ONNX for deployment.
 
-    python tools/export.py --ckpt_path run/best.ckpt --format MINDIR --dynamic_batch -o deploy/model
-    python tools/export.py --ckpt_path shufflenet_v2_x1_0_tv.ckpt --format ONNX --input_size 224 -o model.onnx
-    python tools/export.py --model shufflenet_v2_x0_5 --ckpt_path mindcv_shufflenet_v2_x0_5.ckpt --format both
-
-The model name and class count come from the checkpoint (pass --model for checkpoints that do not record
-them, e.g. MindCV's). BatchNorm is folded into the convolutions (--no_fuse keeps it).
+The command lives in mindshuffle/cli/export.py; installed, it is also `mindshuffle-export` (or `mindshuffle export`).
 """
-import argparse
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-os.environ.setdefault("GLOG_v", "3")
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--ckpt_path", default="", help="checkpoint (mindshuffle, converted or MindCV)")
-    ap.add_argument("--model", default=None, help="registered model name (default: from the checkpoint)")
-    ap.add_argument("--num_classes", type=int, default=None, help="default: from the checkpoint")
-    ap.add_argument("--format", default="MINDIR", type=str.upper, choices=["MINDIR", "ONNX", "BOTH"])
-    ap.add_argument("--input_size", type=int, default=None, help="image side (default: the checkpoint's, 224)")
-    ap.add_argument("--batch_size", type=int, default=1)
-    ap.add_argument("--dynamic_batch", action="store_true",
-                    help="any batch size at run time (MindIR natively; ONNX by marking the axis, needs onnx)")
-    ap.add_argument("--no_fuse", action="store_true", help="keep BatchNorm layers instead of folding them")
-    ap.add_argument("-o", "--output", default=None, help="output path without suffix (default: beside the "
-                                                          "checkpoint, or ./<model>)")
-    args = ap.parse_args(argv)
-    if not args.ckpt_path and not args.model:
-        print("error: give --ckpt_path (and/or --model to export a model with its initial weights)",
-              file=sys.stderr)
-        return 2
-    if args.ckpt_path and not os.path.isfile(args.ckpt_path):
-        print(f"error: checkpoint {args.ckpt_path!r} does not exist", file=sys.stderr)
-        return 2
-
-    import mindspore as ms
-    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
-    from mindshuffle.checkpoints import CheckpointError
-    from mindshuffle.export import ExportError, export_model, load_checkpoint_model
-    from mindshuffle.registry import UnknownModelError
-    try:
-        net = load_checkpoint_model(args.ckpt_path, args.model, args.num_classes)
-        size = args.input_size or net.preprocess.get("input_size", 224)
-        base = args.output or (os.path.splitext(args.ckpt_path)[0] if args.ckpt_path else net.model_name)
-        base = base[: -len(os.path.splitext(base)[1])] if base.lower().endswith((".onnx", ".mindir")) else base
-        formats = ["MINDIR", "ONNX"] if args.format == "BOTH" else [args.format]
-        if not args.ckpt_path:
-            print(f"note: no checkpoint: {net.model_name} is exported with its initial weights")
-        for fmt in formats:
-            path = export_model(net, base, fmt=fmt, input_size=size, batch_size=args.batch_size,
-                                dynamic_batch=args.dynamic_batch, fuse=not args.no_fuse)
-            batch = "N" if args.dynamic_batch else args.batch_size
-            print(f"exported {net.model_name} ({net.num_classes} classes) -> {path}  "
-                  f"[input {batch}x3x{size}x{size}, {net.preprocess['channel_order']}]")
-    except (CheckpointError, ExportError, UnknownModelError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
+from _entry import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run("export")

@@ -5,16 +5,19 @@
     python tools/guidelines.py --gpu-widths             # the paper's GPU-column widths (slow on a CPU)
     python tools/guidelines.py --widths G2=96,192,384   # own base widths (checked for equal FLOPs)
 
-Writes <out-dir>/guidelines.csv (one row per setting) and <out-dir>/guidelines.md (the tables).
+Writes <out-dir>/guidelines.csv (one row per setting) and <out-dir>/guidelines.md (the tables); <out-dir> is a
+new runs/guidelines-<date>-<time> unless given. Existing files are never replaced without --overwrite (the
+committed results: --out-dir bench/results --overwrite).
 """
 import argparse
 import csv
 import io
 import os
 import sys
+import time
 
 os.environ.setdefault("GLOG_v", "3")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import _entry  # noqa: F401,E402  (one clear line when mindshuffle is not installed)
 
 
 def _fail(msg: str) -> int:
@@ -51,12 +54,16 @@ def main(argv=None) -> int:
                     help="report the median (default) or the fastest of the repeats (on a busy shared machine)")
     ap.add_argument("--gpu-widths", action="store_true", help="base widths near the paper's GPU columns")
     ap.add_argument("--widths", action="append", metavar="GN=W1,W2,W3", help="base widths of one experiment")
-    ap.add_argument("--out-dir", default="bench/results", help="where guidelines.csv and guidelines.md go")
+    ap.add_argument("--out-dir", default=time.strftime("runs/guidelines-%Y%m%d-%H%M%S"),
+                    help="where guidelines.csv and guidelines.md go (default: a new folder under runs/)")
+    ap.add_argument("--overwrite", action="store_true", help="replace guidelines.csv/.md in --out-dir")
     ap.add_argument("--markdown", action="store_true", help="print Markdown tables")
     ap.add_argument("--device", default="CPU", help="MindSpore device_target (default CPU)")
     args = ap.parse_args(argv)
 
     from mindshuffle import guidelines as G
+    from mindshuffle.errors import OutputExistsError
+    from mindshuffle.fileio import refuse_existing
 
     exps = [e.strip().upper() for e in args.experiments.split(",") if e.strip()]
     bad = [e for e in exps if e not in G.EXPERIMENTS]
@@ -71,6 +78,12 @@ def main(argv=None) -> int:
     except ValueError as e:
         return _fail(str(e))
     widths = {e: custom.get(e, (G.GPU_WIDTHS if args.gpu_widths else G.DEFAULT_WIDTHS)[e]) for e in exps}
+    csv_path = os.path.join(args.out_dir, "guidelines.csv")
+    md_path = os.path.join(args.out_dir, "guidelines.md")
+    try:
+        refuse_existing([] if args.overwrite else [csv_path, md_path])
+    except OutputExistsError as e:
+        return _fail(str(e))
 
     import mindspore as ms
     from tqdm import tqdm
@@ -101,8 +114,6 @@ def main(argv=None) -> int:
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
-    csv_path = os.path.join(args.out_dir, "guidelines.csv")
-    md_path = os.path.join(args.out_dir, "guidelines.md")
     write_text_atomic(csv_path, buf.getvalue())
     write_text_atomic(md_path, "\n\n".join(G.format_table(r, markdown=True) for r in results) + "\n")
     print(f"wrote {csv_path} and {md_path}")

@@ -1,65 +1,8 @@
 """Classify images with a checkpoint: top-k classes with names and probabilities.
 
-    python tools/infer.py --ckpt_path run/best.ckpt photo.jpg
-    python tools/infer.py --ckpt_path run/best.ckpt --labels data/tiny-imagenet-200 --topk 3 images/
-    python tools/infer.py --ckpt_path shufflenet_v2_x1_0_tv.ckpt --labels imagenet_classes.txt list.txt --json
-
-Inputs: image files, folders (searched recursively) and .txt lists (one path a line). The checkpoint's own
-preprocessing is used (e.g. BGR 0-255 for converted Megvii weights). Labels: a text file (one name a line),
-Tiny ImageNet's folder or words.txt, a folder of class folders; by default the names the checkpoint recorded.
-An unreadable image is reported by name on stderr and the others go on; the exit code is then 1.
+The command lives in mindshuffle/cli/infer.py; installed, it is also `mindshuffle-infer` (or `mindshuffle infer`).
 """
-import argparse
-import json
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-os.environ.setdefault("GLOG_v", "3")
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("inputs", nargs="+", help="images, folders or .txt lists of images")
-    ap.add_argument("--ckpt_path", required=True, help="checkpoint (mindshuffle, converted or MindCV)")
-    ap.add_argument("--model", default=None, help="registered model name (default: from the checkpoint)")
-    ap.add_argument("--labels", default=None, help="class names: text file, words.txt, or class-folder root")
-    ap.add_argument("--topk", type=int, default=5)
-    ap.add_argument("--batch_size", type=int, default=8)
-    ap.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
-    args = ap.parse_args(argv)
-    if not os.path.isfile(args.ckpt_path):
-        print(f"error: checkpoint {args.ckpt_path!r} does not exist", file=sys.stderr)
-        return 2
-
-    import mindspore as ms
-    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
-    from mindshuffle.checkpoints import CheckpointError
-    from mindshuffle.export import PredictError, Predictor
-    from mindshuffle.registry import UnknownModelError
-    try:
-        pred = Predictor(args.ckpt_path, model=args.model, labels=args.labels, topk=args.topk,
-                         batch_size=args.batch_size)
-        results = pred.predict(args.inputs)
-    except (CheckpointError, PredictError, UnknownModelError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    failed = 0
-    for r in results:
-        if "error" in r:
-            failed += 1
-            print(f"error: {r['path']}: {r['error']}", file=sys.stderr)
-            continue
-        if args.json:
-            print(json.dumps({"path": r["path"], "top": [{"index": i, "name": n, "prob": round(p, 6)}
-                                                         for i, n, p in r["top"]]}))
-        else:
-            tops = "  ".join(f"{n} ({p:.1%})" for _, n, p in r["top"])
-            print(f"{r['path']}: {tops}")
-    if failed:
-        print(f"{failed} of {len(results)} images could not be read", file=sys.stderr)
-    return 1 if failed else 0
-
+from _entry import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run("infer")

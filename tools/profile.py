@@ -9,7 +9,7 @@ import os
 import sys
 
 os.environ.setdefault("GLOG_v", "3")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import _entry  # noqa: F401,E402  (one clear line when mindshuffle is not installed)
 
 
 def _group_table(prof, markdown: bool, by: str = "type") -> str:

@@ -1,74 +1,8 @@
 """Validate a checkpoint: top-1, top-5 (with >= 5 classes), per-class accuracy and the confusion matrix,
-saved beside the checkpoint as <stem>_confusion.npy/.csv and <stem>_per_class.csv.
 
-    python tools/validate.py -c configs/digits_demo.yaml --ckpt_path runs/digits/best.ckpt   (-c or --config)
+The command lives in mindshuffle/cli/validate.py; installed, it is also `mindshuffle-validate` (or `mindshuffle validate`).
 """
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-os.environ.setdefault("GLOG_v", "3")
-
-
-def _check_class_count(cfg) -> None:
-    """Refuse a checkpoint whose classifier has another size than the classes validated: its outputs would
-    not mean these classes (loading would silently keep a newly initialised classifier)."""
-    import json
-    from mindshuffle.checkpoints import CheckpointError, read_checkpoint
-    from mindshuffle.convert_names import to_mindshuffle_names
-    from mindshuffle.evaluate import _class_list
-    from mindshuffle.registry import model_info
-    ckpt = to_mindshuffle_names(read_checkpoint(cfg.ckpt_path))
-    weight = ckpt.get(model_info(cfg.model).classifier + ".weight")
-    if weight is None:
-        return  # another model's checkpoint: loading names the mismatch
-    state = ckpt.get("mindshuffle_state")
-    state = json.loads(state) if isinstance(state, str) else {}
-    classes = _class_list(cfg)[0]
-    expected = cfg.num_classes or state.get("num_classes") or len(classes)
-    rows = int(weight.shape[0])
-    if rows != expected:
-        raise CheckpointError(f"checkpoint {cfg.ckpt_path!r} has a classifier for {rows} classes, but the data "
-                              f"to validate has {expected}; validate it on the dataset it was trained on (or "
-                              f"set --num_classes {rows} if these classes are a subset of its classes)")
-
-
-def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__.strip())
-        return 0 if argv else 2
-    from mindshuffle import recipe as R
-    from mindshuffle.checkpoints import CheckpointError
-    from mindshuffle.data import DataError
-    from mindshuffle.registry import UnknownModelError
-    try:
-        config = None
-        for flag in ("--config", "-c"):  # -c as in MindCV's validate.py
-            if flag in argv:
-                i = argv.index(flag)
-                if i + 1 >= len(argv):
-                    raise R.RecipeError(f"{flag} needs a value")
-                config = argv[i + 1]
-                del argv[i:i + 2]
-        cfg = R.load(config, argv)
-        if not cfg.ckpt_path:
-            raise R.RecipeError("no checkpoint: pass --ckpt_path RUN_DIR/best.ckpt")
-        from mindshuffle.evaluate import run_validation
-        _check_class_count(cfg)
-        res = run_validation(cfg)
-    except (R.RecipeError, DataError, CheckpointError, UnknownModelError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    top5 = "-" if res["top5"] is None else f"{res['top5']:.2f}"
-    print(f"{cfg.model} {os.path.basename(cfg.ckpt_path)}: {res['samples']} images, top-1 {res['top1']:.2f}%, "
-          f"top-5 {top5}%")
-    worst = res["worst"]
-    if worst:
-        print("lowest per-class accuracy: " + ", ".join(f"{n} {a:.1f}%" for n, a in worst))
-    print("saved: " + ", ".join(res["paths"].values()))
-    return 0
-
+from _entry import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run("validate")

@@ -6,7 +6,8 @@ What runs where (MindSpore 2.7.1, read in its source):
 - ``ms.jit`` takes only ``jit_level`` O0/O1; whole-graph sinking is ``backend="GE"`` (Atlas training series),
   ``"ms_backend"`` otherwise. A recipe's ``jit_level: O2`` (MindCV's published Ascend runs) therefore means
   ``backend="GE"`` with jit_level O0, as ``mindspore.data_sink`` itself maps it; O0/O1 mean ``ms_backend``.
-  GE exists only on Ascend: elsewhere O2 runs as O0 on ms_backend, and the plan says so.
+  GE exists only on Ascend: elsewhere O2 runs as O0 on ms_backend, and the plan says so. MindSpore 2.9 deprecates
+  ``backend="GE"`` (2.10's own ``data_sink`` still maps O2 to it): the plan keeps it and says so.
 - AMP levels O1-O3 wrap the network (``ms.amp.auto_mixed_precision`` returns the network to use); the loss is
   always computed on float32 logits. fp16 is slower than fp32 on CPU: there the plan uses O0.
 - Loss scaling as MindCV's trainer combines it: ``fixed`` without ``drop_overflow_update`` scales the loss and
@@ -16,11 +17,13 @@ What runs where (MindSpore 2.7.1, read in its source):
   updates (MindCV refuses it otherwise). fp32 (O0) needs no scaling: the plan uses 1.
 - Dataset sink mode (Ascend/GPU only; ``mindspore.data_sink`` refuses CPU) runs ``sink_size`` steps per host
   call with the data in a device queue; the metrics stay on the device and are read once per call. On CPU
-  every call runs one step.
+  the host feeds the step and reads the metrics every ``HOST_STEPS_PER_CALL`` steps.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from importlib import metadata
 
 import numpy as np
 
@@ -110,11 +113,14 @@ class RunPlan:
                 "loss_scale_type": self.loss_scale_type, "sink_size": self.sink_size}
 
 
-def _graph(cfg, notes: list) -> tuple:
+def _graph(cfg, notes: list, mindspore_version: str) -> tuple:
     level = cfg.jit_level
     if level != "O2":
         return level, "ms_backend"
     if cfg.device_target == "Ascend":
+        if _version_tuple(mindspore_version) >= (2, 9):
+            notes.append(f"jit_level O2 -> backend GE, which MindSpore {mindspore_version} deprecates (from 2.9); "
+                         f"jit_level O0 or O1 runs on ms_backend")
         return "O0", "GE"
     notes.append(f"jit_level O2 -> O0 on ms_backend (GE whole-graph sinking exists only on Ascend, "
                  f"not {cfg.device_target})")
@@ -174,11 +180,16 @@ def _schedule(cfg, notes: list) -> tuple:
     return cfg.scheduler, epochs, warmup, cfg.warmup_factor, decay
 
 
-def resolve(cfg, rank: int, world: int, steps_per_epoch: int) -> RunPlan:
-    """The plan for recipe ``cfg`` as rank ``rank`` of ``world`` with ``steps_per_epoch`` steps. Pure: it sets
-    no MindSpore context, so a test (or a dry run) can resolve the plan of any device on a CPU machine."""
+def _version_tuple(version: str) -> tuple:
+    return tuple(int(p) for p in re.findall(r"\d+", version)[:2])
+
+
+def resolve(cfg, rank: int, world: int, steps_per_epoch: int, mindspore_version: str | None = None) -> RunPlan:
+    """The plan for recipe ``cfg`` as rank ``rank`` of ``world`` with ``steps_per_epoch`` steps on
+    ``mindspore_version`` (default: the installed one). Pure: it sets no MindSpore context, so a test (or a dry
+    run) can resolve the plan of any device on a CPU machine."""
     notes: list = []
-    jit_level, backend = _graph(cfg, notes)
+    jit_level, backend = _graph(cfg, notes, mindspore_version or metadata.version("mindspore"))
     amp, scale, kind, drop, opt_scale = _precision(cfg, notes)
     sink, sink_size = _sink(cfg, steps_per_epoch, notes)
     lr, min_lr = _lr(cfg, world, notes)

@@ -34,7 +34,7 @@ def summary_row(run) -> dict:
            "recipe": cfg.config.rsplit("/", 1)[-1] if cfg.config else "", "weight": run.folder.last,
            "best_top1": round(best.best_top1, 2) if best.best_top1 >= 0 else None, "best_epoch": best.best_epoch,
            "epochs": len(run.history), "train_time_s": round(sum(r["epoch_time"] for r in run.history), 1),
-           "device_target": cfg.device_target, "lr": plan.lr, "hardware": hardware()}
+           "device_target": cfg.device_target, "lr": plan.lr, "min_lr": plan.min_lr, "hardware": hardware()}
     row.update(plan.summary())
     return row
 

@@ -1,0 +1,32 @@
+"""What the commands share: the weights arguments (--ckpt_path / --model / --pretrained) and the one-line
+error with exit code 2."""
+import os
+import sys
+
+__all__ = ["add_weights_args", "weights_file", "error"]
+
+
+def add_weights_args(ap, ckpt_help: str = "checkpoint (mindshuffle, converted or MindCV)") -> None:
+    ap.add_argument("--ckpt_path", default="", help=ckpt_help)
+    ap.add_argument("--model", default=None, help="registered model name (default: from the checkpoint)")
+    ap.add_argument("--pretrained", action="store_true",
+                    help="without --ckpt_path: the model's published weights (downloaded once, then cached)")
+
+
+def weights_file(args) -> str:
+    """The checkpoint a command loads ('' = none): ``--ckpt_path`` (it must exist), else with ``--pretrained``
+    the model's published weights, downloaded and verified once. Sets MindSpore's graph mode on the CPU.
+    Raises ``CheckpointError``."""
+    from ..checkpoints import CheckpointError
+    if args.ckpt_path and not os.path.isfile(args.ckpt_path):
+        raise CheckpointError(f"checkpoint {args.ckpt_path!r} does not exist")
+    import mindspore as ms
+    from ..pretrained import checkpoint_or_pretrained
+    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
+    return checkpoint_or_pretrained(args.ckpt_path, args.model, args.pretrained)
+
+
+def error(e) -> int:
+    """Print ``error: <e>`` as one line on stderr; the exit code of a refused command (2)."""
+    print(f"error: {e}", file=sys.stderr)
+    return 2
