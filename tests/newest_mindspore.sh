@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The smoke subset on the newest MindSpore that setup.py admits (2.10.0), in a venv of its own beside .venv:
-# every model builds and runs, N steps per call equal N single steps, train -> validate on a small folder,
-# the 2-rank msrun run, ONNX export, and MindCV's command line. The full suite runs on constraints.txt's pins.
+# every model builds and runs (also under a faked Atlas A2 SoC), N steps per call equal N single steps, train ->
+# validate -> resume on a small folder, EMA, the 2-rank msrun run, ONNX export, and the command lines. The full suite runs on constraints.txt's pins.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3.11 -m venv .venv-ms2.10
@@ -14,6 +14,8 @@ python -m pytest -q -n 2 --dist loadfile \
     tests/test_train.py::test_validate_reads_the_checkpoint_back \
     tests/test_train.py::test_resume_continues_exactly \
     tests/test_train.py::test_ema_run_resumes_exactly \
+    tests/test_train.py::test_ema_run_saves_and_validates_the_averaged_weights \
+    tests/test_ascend_build.py \
     tests/test_distributed.py::test_msrun_two_ranks_disjoint_data_identical_weights \
     tests/test_export.py::test_onnx_matches_mindspore \
     tests/test_cli.py

@@ -3,8 +3,11 @@
 MindSpore 2.7.1 asks for the Ascend SoC while it builds some layers: ``nn.AvgPool2d`` raises ValueError on
 'ascend910b' and 'ascend910_93' when it would pad (``pad_mode="pad"``, ``padding``, ``ceil_mode``,
 ``count_include_pad=False``, ``divisor_override``). The SoC comes from ``MSContext.get_instance()
-.get_ascend_soc_version()``; the ``fake_soc`` fixture below makes that return a chosen value on this CPU
-machine, so the build an Atlas A2 would run is run here.
+.get_ascend_soc_version()``. MindSpore 2.10 asks ``MSContext.get_instance().ascend_soc_supports_feature(name)``
+instead, with feature names that its header ``include/mindspore/core/include/utils/ascend_soc_traits.h`` groups
+into the ascend910 "classic" line and the ascend910b / ascend910_93 "successor" line (``avg_pool2d_pad_constraint_
+train_successor`` for this check). The ``fake_soc`` fixture below makes both answer for a chosen SoC on this CPU
+machine, so the build an Atlas A2 would run is run here, on either MindSpore.
 """
 import functools
 import importlib
@@ -37,7 +40,8 @@ def soc_asking_modules() -> tuple:
     found = []
     for path in paths:
         with open(path, encoding="utf-8", errors="replace") as f:
-            if "get_ascend_soc_version" in f.read():
+            text = f.read()
+            if "get_ascend_soc_version" in text or "ascend_soc_supports_feature" in text:
                 found.append(os.path.relpath(path, _MS_ROOT)[:-3].replace(os.sep, "."))
     return tuple(sorted(found))
 
@@ -50,6 +54,14 @@ class _FakeInstance:
 
     def get_ascend_soc_version(self) -> str:
         return self._soc
+
+    def ascend_soc_supports_feature(self, feature: str) -> bool:
+        """MindSpore >= 2.10's question, answered from the header's two training lines."""
+        if feature.endswith("_successor") or feature == "train_hq_dtype_line":
+            return self._soc in A2_SOCS
+        if "_train_classic" in feature:
+            return self._soc == "ascend910"
+        return self._real.ascend_soc_supports_feature(feature)
 
     def __getattr__(self, name):
         return getattr(self._real, name)
