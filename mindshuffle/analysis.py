@@ -401,7 +401,7 @@ def profile_model(name: str, image_size: int = 224, num_classes: int = 1000, in_
                   **kwargs) -> Profile:
     """Build the registered model ``name`` and profile it at ``image_size`` px (see ``profile_cell``).
     Unknown names raise ``registry.UnknownModelError``."""
-    from .registry import create_model
+    from .builder import create_model
 
     net = create_model(name, num_classes=num_classes, in_channels=in_channels, **kwargs)
     return profile_cell(net, (in_channels, image_size, image_size), name=name)

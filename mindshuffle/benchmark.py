@@ -165,7 +165,7 @@ def mindcv_name(name: str) -> str | None:
     known = set(mindcv.list_models())
     candidates = [name]
     try:
-        from .registry import model_info
+        from .builder import model_info
         info = model_info(name)
         candidates += [info.name, *info.aliases]
     except KeyError:
@@ -216,7 +216,7 @@ def benchmark_model(name: str, batch_sizes=(1, 8), train_batch_size: int = 8, im
     folded, native CPU kernels), "plain" (folded, plain MindSpore ops, as exported) or "none" (as trained);
     MindCV's model always runs as it ships. Unknown names raise ``registry.UnknownModelError`` before anything
     runs. ``statistic`` as in ``inference``."""
-    from .registry import model_info
+    from .builder import model_info
 
     info = model_info(name)  # fails fast on unknown names
     _stat({"median_ms": 1.0, "min_ms": 1.0}, statistic)  # validate before spending minutes
@@ -244,7 +244,7 @@ def _measure_one(source: str, name: str, batch_sizes, train_batch_size, image_si
         def build():
             return mindcv.create_model(name, num_classes=num_classes, pretrained=False)
     else:
-        from .registry import create_model
+        from .builder import create_model
 
         def build():
             return create_model(name, num_classes=num_classes)

@@ -12,8 +12,11 @@ import os
 import mindspore as ms
 from mindspore import nn
 
+from .convert_names import to_mindshuffle_names
 from .errors import CheckpointError
 from .fileio import atomic_path
+from .meta import IMAGENET_PREPROCESS as DEFAULT_PREPROCESS, META_KEY, normalize_preprocess
+from .registry import model_info
 
 __all__ = ["CheckpointError", "save_checkpoint", "read_checkpoint", "load_model_weights", "checkpoint_metadata",
            "checkpoint_preprocess", "model_metadata", "normalize_preprocess", "set_pool_same", "uses_pool_same",
@@ -26,9 +29,8 @@ def save_checkpoint(obj, path: str, append_dict: dict | None = None) -> str:
     """Save ``obj`` (a Cell or a list of {"name", "data"}) to ``path`` atomically; returns ``path``.
 
     A Cell's metadata (model name, class count, pooling, preprocessing, class names: ``model_metadata``) is
-    stored with it under ``convert_names.META_KEY`` unless ``append_dict`` already carries that key.
+    stored with it under ``meta.META_KEY`` unless ``append_dict`` already carries that key.
     """
-    from .convert_names import META_KEY
     if isinstance(obj, nn.Cell):
         append_dict = dict(append_dict or {})
         append_dict.setdefault(META_KEY, json.dumps(model_metadata(obj)))
@@ -53,7 +55,6 @@ def read_checkpoint(path: str) -> dict:
 
 
 def _classifier_prefix(net: nn.Cell) -> str:
-    from .registry import model_info
     name = getattr(net, "model_name", "")
     try:
         return model_info(name).classifier if name else "classifier"
@@ -64,75 +65,31 @@ def _classifier_prefix(net: nn.Cell) -> str:
 # ---------------------------------------------------------------------------------------------------------
 # metadata stored beside the weights: which model, its pooling, and the preprocessing its weights expect
 
-DEFAULT_PREPROCESS = {"channel_order": "RGB", "mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375],
-                      "resize": 256, "input_size": 224}
-
-
-def normalize_preprocess(pre: dict | None) -> dict:
-    """A complete, checked preprocessing dict (channel order, mean and std in 0-255 units, resize, input size).
-
-    Missing keys take ImageNet's RGB defaults; ``scale`` (e.g. 1/255 with mean/std in 0-1 units) is folded
-    into mean and std.
-    """
-    out = dict(DEFAULT_PREPROCESS)
-    pre = dict(pre or {})
-    scale = float(pre.pop("scale", 1.0) or 1.0)
-    out.update({k: v for k, v in pre.items() if v is not None})
-    if "input_size" in pre and "resize" not in pre:
-        out["resize"] = int(round(int(pre["input_size"]) / 0.875))
-    order = str(out["channel_order"]).upper()
-    if order not in ("RGB", "BGR"):
-        raise CheckpointError(f"preprocess channel_order must be RGB or BGR, got {out['channel_order']!r}")
-    mean = [float(v) / scale for v in out["mean"]]
-    std = [float(v) / scale for v in out["std"]]
-    if len(mean) != len(std) or any(v <= 0 for v in std):
-        raise CheckpointError(f"preprocess mean {mean} / std {std} invalid: equal lengths and std > 0 needed")
-    out.update(channel_order=order, mean=mean, std=std, resize=int(out["resize"]),
-               input_size=int(out["input_size"]))
-    return out
+def _switch(net: nn.Cell, name: str):
+    """The model's own switch ``name`` (models/base.py ClassifierNet); ``None`` for a cell without it."""
+    method = getattr(net, name, None)
+    return method() if callable(method) else None
 
 
 def uses_pool_same(net: nn.Cell) -> bool:
     """True if ``net`` pools like MindCV (``pad_mode="same"``)."""
-    pool = getattr(net, "maxpool", None)
-    return str(getattr(pool, "pad_mode", "")).upper() == "SAME" and getattr(net, "pad_pool", None) is None
+    return bool(_switch(net, "uses_pool_same"))
 
 
 def set_pool_same(net: nn.Cell) -> nn.Cell:
-    """Switch ``net``'s stem max pool (and V1's down-sampling average pools) to MindCV's "same" padding.
-
-    MindCV's ShuffleNets pad 0 before and 1 after; the authors and torchvision pad 1 on each side. Weights
-    trained with MindCV's code are only exact with MindCV's pooling.
-    """
-    from .models.shufflenet_v1 import ShuffleUnitV1
-    if hasattr(net, "maxpool"):
-        net.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="same")
-    if getattr(net, "pad_pool", None) is not None:  # V2's fast stem pool (zero pad + pool) pads 1 on each side
-        net.pad_pool = None
-        net.stem_folded = False
-    for _, cell in net.cells_and_names():
-        if isinstance(cell, ShuffleUnitV1):
-            cell.set_pool_same()  # the unit switches its own down-sampling pool
-    net.pool_same = True
+    """Switch ``net`` to MindCV's "same" pooling (``ClassifierNet.set_pool_same``); returns ``net``."""
+    _switch(net, "set_pool_same")
     return net
 
 
 def uses_authors_shuffle(net: nn.Cell) -> bool:
     """True if ``net``'s V1 units shuffle in the authors' (Megvii's, MindCV's) order."""
-    from .models.shufflenet_v1 import ShuffleUnitV1
-    return any(isinstance(c, ShuffleUnitV1) and c.use_shuffle and c.shuffle.groups != c.groups
-               for _, c in net.cells_and_names())
+    return bool(_switch(net, "uses_authors_shuffle"))
 
 
 def set_authors_shuffle(net: nn.Cell) -> nn.Cell:
-    """Make ``net``'s ShuffleNet V1 units shuffle like the authors and MindCV: the C bottleneck channels viewed
-    as (C/g, g) and transposed, i.e. ``GroupShuffle(C, C // g)``, instead of mindshuffle's (g, C/g) view."""
-    from .layers import GroupShuffle
-    from .models.shufflenet_v1 import ShuffleUnitV1
-    for _, cell in net.cells_and_names():
-        if isinstance(cell, ShuffleUnitV1) and cell.use_shuffle and cell.shuffle.groups == cell.groups:
-            c = cell.shuffle.channels
-            cell.shuffle = GroupShuffle(c, c // cell.groups)
+    """Make ``net`` shuffle like the authors and MindCV (``ShuffleNetV1.set_authors_shuffle``); returns ``net``."""
+    _switch(net, "set_authors_shuffle")
     return net
 
 
@@ -166,7 +123,6 @@ def model_metadata(net: nn.Cell) -> dict:
 def checkpoint_metadata(ckpt) -> dict:
     """The metadata of a checkpoint (a path or a loaded dict): ``model``, ``model_kwargs``, ``num_classes``,
     ``pool_same``, ``preprocess``, ``class_names``, ``source`` where known; ``{}`` for a checkpoint without any."""
-    from .convert_names import META_KEY, to_mindshuffle_names
     if isinstance(ckpt, str):
         ckpt = read_checkpoint(ckpt)
     ckpt = to_mindshuffle_names(ckpt)
@@ -219,7 +175,6 @@ def load_model_weights(net: nn.Cell, path: str, strict: bool = True) -> dict:
     ``net.checkpoint_meta`` / ``net.preprocess``; a summary on ``net.load_report``. Returns the checkpoint's
     non-parameter entries (epoch, step, ...).
     """
-    from .convert_names import META_KEY, to_mindshuffle_names  # MindCV or other naming -> ours
     raw = read_checkpoint(path)
     ckpt = to_mindshuffle_names(raw, net)
     meta = checkpoint_metadata(ckpt)

@@ -27,16 +27,13 @@ import re
 
 import numpy as np
 
-from .checkpoints import CheckpointError
+from .errors import CheckpointError
+from .meta import IMAGENET_PREPROCESS as MINDCV_PREPROCESS, META_KEY
 
 __all__ = ["to_mindshuffle_names", "detect_layout", "rename_params", "megvii_v1_dw_first", "merge_group_convs",
            "uses_group_convs", "META_KEY", "MINDCV_PREPROCESS"]
 
-META_KEY = "mindshuffle_meta"   # a JSON string stored beside the weights (see checkpoints.checkpoint_metadata)
-
-# MindCV's and torchvision's ImageNet preprocessing, in 0-255 units: RGB, mean/std of ImageNet, 256 -> 224
-MINDCV_PREPROCESS = {"channel_order": "RGB", "mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375],
-                     "resize": 256, "input_size": 224}
+# META_KEY and MINDCV_PREPROCESS (MindCV's and torchvision's ImageNet preprocessing) come from meta.py
 
 # cell index inside MindCV's / Megvii's SequentialCells -> our sub-cell
 _V2_MAIN = {0: "0.conv", 1: "0.bn", 3: "1.conv", 4: "1.bn", 5: "2.conv", 6: "2.bn"}

@@ -28,8 +28,11 @@ import os
 
 import numpy as np
 
-from .checkpoints import CheckpointError, save_checkpoint
-from .convert_names import META_KEY, MINDCV_PREPROCESS, megvii_v1_dw_first, rename_params
+from . import registry
+from .checkpoints import CheckpointError, load_model_weights, save_checkpoint
+from .convert_names import META_KEY, MINDCV_PREPROCESS, detect_layout, megvii_v1_dw_first, rename_params
+from .models.shufflenet_v1 import _BASE, _SCALES, v1_widths
+from .models.shufflenet_v2 import STAGE_WIDTHS
 
 __all__ = ["ConversionError", "load_torch_state_dict", "torch_to_mindspore_bn", "convert_torchvision_v2",
            "convert_megvii", "convert_state_dict", "convert_file", "detect_source", "torchvision_stage_orders",
@@ -209,7 +212,6 @@ def _need(sd: dict, keys) -> None:
 def convert_torchvision_v2(sd: dict) -> tuple[dict, dict]:
     """torchvision ShuffleNet V2 state dict (MindSpore BN names) -> (our parameters, metadata)."""
     _need(sd, ["conv1.0.weight", "conv5.0.weight", "fc.weight", "fc.bias"])
-    from .models.shufflenet_v2 import STAGE_WIDTHS
     out = {}
     _put_conv_bn(out, "conv1", sd, "conv1.0", "conv1.1")
     perm = np.arange(sd["conv1.0.weight"].shape[0])
@@ -249,7 +251,6 @@ def convert_torchvision_v2(sd: dict) -> tuple[dict, dict]:
 
 def convert_megvii(sd: dict) -> tuple[dict, dict]:
     """Megvii ShuffleNet-Series V2 or V1 state dict (MindSpore BN names) -> (our parameters, metadata)."""
-    from .convert_names import detect_layout
     layout = detect_layout(sd)
     if layout == "mindshuffle":
         raise ConversionError("not a Megvii ShuffleNet state dict (no first_conv/features keys)")
@@ -268,7 +269,6 @@ def convert_megvii(sd: dict) -> tuple[dict, dict]:
 
 
 def _guess_v2(p: dict) -> str | None:
-    from .models.shufflenet_v2 import STAGE_WIDTHS
     try:
         widths = (p["conv1.conv.weight"].shape[0],
                   *(p[f"stage{s}.0.branch_proj.1.conv.weight"].shape[0]
@@ -281,7 +281,6 @@ def _guess_v2(p: dict) -> str | None:
 
 
 def _guess_v1(p: dict) -> str | None:
-    from .models.shufflenet_v1 import _BASE, _SCALES, v1_widths
     try:
         w = p["stage2.1.pw1.conv.weight"]
         c2 = w.shape[0] * 4
@@ -334,9 +333,8 @@ def convert_file(src: str, dst: str, source: str = "auto", model: str | None = N
     items = [{"name": k, "data": ms.Tensor(np.ascontiguousarray(v, np.float32))} for k, v in params.items()]
     save_checkpoint(items, dst, append_dict={META_KEY: json.dumps(meta)})
     if verify:
-        from .checkpoints import load_model_weights
-        from .registry import create_model
-        net = create_model(meta["model"], num_classes=meta["num_classes"])
+        net = registry.constructor(meta["model"])(num_classes=meta["num_classes"])
+        net.model_name = meta["model"]
         try:
             load_model_weights(net, dst)
         except CheckpointError as e:

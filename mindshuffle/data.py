@@ -42,6 +42,7 @@ from mindspore.dataset import vision
 
 from .errors import DataError
 from .fileio import atomic_json
+from .meta import IMAGE_EXTENSIONS, IMAGENET_MEAN as _IMAGENET_MEAN, IMAGENET_STD as _IMAGENET_STD
 
 __all__ = ["DataError", "FileList", "scan", "prepare_digits", "channel_stats", "resolve_stats",
            "epoch_indices", "build_transforms", "input_transforms", "ImagePrep", "build_loader",
@@ -49,9 +50,8 @@ __all__ = ["DataError", "FileList", "scan", "prepare_digits", "channel_stats", "
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
-IMAGENET_MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
-IMAGENET_STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
+IMAGENET_MEAN = list(_IMAGENET_MEAN)
+IMAGENET_STD = list(_IMAGENET_STD)
 
 
 @dataclass

@@ -143,7 +143,7 @@ def run_validation(cfg) -> dict:
     import mindspore as ms
     from . import data as D
     from .checkpoints import checkpoint_metadata, normalize_preprocess, read_checkpoint, rebuild_kwargs
-    from .registry import create_model
+    from .builder import create_model
 
     ms.set_context(mode=ms.GRAPH_MODE if cfg.mode == 0 else ms.PYNATIVE_MODE, device_target=cfg.device_target)
     classes, names = _class_list(cfg)

@@ -19,13 +19,14 @@ from mindspore import nn
 from .checkpoints import CheckpointError, checkpoint_metadata, normalize_preprocess, read_checkpoint, rebuild_kwargs
 from .errors import MindshuffleError
 from .fileio import TMP_PREFIX, atomic_path
+from .layers import fuse_model
+from .meta import PREDICT_EXTENSIONS as IMAGE_EXTENSIONS
 
 __all__ = ["ExportError", "PredictError", "load_checkpoint_model", "make_exportable", "export_model",
            "load_image", "preprocess_image", "collect_images", "load_labels", "Predictor", "IMAGE_EXTENSIONS"]
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 FORMATS = {"MINDIR": ".mindir", "ONNX": ".onnx"}
 
 
@@ -48,7 +49,7 @@ def load_checkpoint_model(checkpoint: str = "", model: str | None = None, num_cl
     (e.g. MindCV's) ``model`` must be given and the class count is read from the classifier's shape. Without a
     checkpoint, ``model`` is built with its initial weights (for trying an export).
     """
-    from .registry import create_model
+    from .builder import create_model
     meta = checkpoint_metadata(checkpoint) if checkpoint else {}
     name = model or meta.get("model")
     if not name:
@@ -72,33 +73,16 @@ def load_checkpoint_model(checkpoint: str = "", model: str | None = None, num_cl
 # ---------------------------------------------------------------------------------------------------------
 # export
 
-def _zero_pad():
-    return nn.Pad(((0, 0), (0, 0), (1, 1), (1, 1)))
-
-
 def make_exportable(net: nn.Cell, fuse: bool = True) -> nn.Cell:
     """Prepare ``net`` (in place) for export: eval mode, BatchNorm folded into the convs (``fuse``), and the
-    padded pools rewritten as zero-pad + unpadded pool, which ONNX can express.
-
-    MindSpore lowers a padded ``MaxPool2d`` to MaxPool3DWithArgmax, which its ONNX exporter lacks. Zero
-    padding gives the same result: the stem's max pool follows a ReLU (inputs >= 0). V1's shortcut pool is
-    already a zero pad and a valid pool (models/shufflenet_v1.ZeroPadAvgPool); MindCV-style "same" pools export
-    as they are.
-    """
-    from .layers import fuse_model
+    model's own export preparation (``ClassifierNet.prepare_export``: padded pools as zero pad + unpadded pool,
+    which ONNX can express)."""
     net.set_train(False)
     if fuse:
         fuse_model(net)
-    pool = getattr(net, "maxpool", None)
-    if getattr(net, "pad_pool", None) is not None:
-        # V2's CPU-fast stem (its own zero padding, folded into conv1 after fusing) uses ops ONNX export
-        # cannot express; the plain stem below computes the same
-        net.pad_pool = None
-        net.stem_folded = net.fast_infer = False
-        pool = None
-        net.maxpool = nn.SequentialCell([_zero_pad(), nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="valid")])
-    if isinstance(pool, nn.MaxPool2d) and str(getattr(pool, "pad_mode", "")).upper() == "PAD":
-        net.maxpool = nn.SequentialCell([_zero_pad(), nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="valid")])
+    prepare = getattr(net, "prepare_export", None)
+    if callable(prepare):
+        prepare()
     return net
 
 

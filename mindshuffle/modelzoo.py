@@ -3,7 +3,7 @@ table, for people to read."""
 from __future__ import annotations
 
 from .fileio import markdown_table
-from .registry import list_models, model_info
+from .builder import list_models, model_info
 from .weights_table import weights_rows
 
 __all__ = ["model_table", "weights_table"]

@@ -2,19 +2,19 @@
 
 It is separate from MindCV's registry on purpose: registering here never overwrites one of MindCV's names
 (MindCV 0.3.0's ``register_model`` replaces an existing name silently).
+
+A leaf: it knows only what has been registered. The model files register themselves when ``mindshuffle.models``
+is imported; ``mindshuffle.create_model`` / ``list_models`` / ``model_info`` (builder.py) import it first.
 """
 from __future__ import annotations
 
 import difflib
 import fnmatch
-import json
 from dataclasses import dataclass, field, asdict
 from typing import Callable
 
-from .pretrained import hand_placed_path, pretrained_checkpoint
-
-__all__ = ["register_model", "create_model", "list_models", "model_info", "ModelInfo", "UnknownModelError",
-           "ModelArgumentError"]
+__all__ = ["register_model", "list_models", "model_info", "resolve", "constructor", "ModelInfo",
+           "UnknownModelError", "ModelArgumentError"]
 
 
 class ModelArgumentError(TypeError, ValueError):
@@ -79,8 +79,8 @@ def register_model(fn: Callable | None = None, *, name: str | None = None, **inf
     return wrap
 
 
-def _resolve(name: str) -> str:
-    _ensure_loaded()
+def resolve(name: str) -> str:
+    """The registered name of ``name`` (a name or an alias); ``UnknownModelError`` naming the closest ones."""
     if name in _CONSTRUCTORS:
         return name
     if name in _ALIASES:
@@ -91,76 +91,17 @@ def _resolve(name: str) -> str:
     raise UnknownModelError(f"unknown model {name!r}{hint}")
 
 
-def _ensure_loaded() -> None:
-    # importing the model files registers their constructors
-    from . import models  # noqa: F401
-
-
 def list_models(pattern: str = "*", include_aliases: bool = False) -> list[str]:
     """Sorted registered names matching a shell-style pattern (``"shufflenet_v2_*"``)."""
-    _ensure_loaded()
     names = list(_CONSTRUCTORS) + (list(_ALIASES) if include_aliases else [])
     return sorted(n for n in names if fnmatch.fnmatch(n, pattern))
 
 
 def model_info(name: str) -> ModelInfo:
     """Metadata of a registered model (or alias)."""
-    return _INFO[_resolve(name)]
+    return _INFO[resolve(name)]
 
 
-def pretrained_path(name: str) -> str:
-    """Where a checkpoint placed by hand for ``pretrained=True`` is found (it wins over any download):
-    ``<cache>/checkpoints/<name>.ckpt``, the cache being ``$MINDSHUFFLE_HOME``, else ``$XDG_CACHE_HOME/mindshuffle``,
-    else ``~/.cache/mindshuffle``."""
-    return hand_placed_path(_resolve(name))
-
-
-def _recordable(kwargs: dict) -> dict:
-    """The constructor arguments a checkpoint can record (JSON values) so that loaders rebuild the same net."""
-    out = {}
-    for k, v in kwargs.items():
-        v = list(v) if isinstance(v, tuple) else v
-        try:
-            json.dumps(v)
-        except (TypeError, ValueError):
-            continue
-        out[k] = v
-    return out
-
-
-def create_model(name: str, num_classes: int = 1000, pretrained: bool | str = False, checkpoint_path: str = "",
-                 in_channels: int = 3, features_only: bool = False, out_indices=(0, 1, 2, 3), **kwargs):
-    """Build a registered model.
-
-    Args:
-        name: a registered name or alias (``list_models()``).
-        num_classes: classifier outputs.
-        pretrained: ``True`` loads the model's default published weights (``weights_table``), a tag
-            (``"mindcv"``, ``"mindcv-910v2"``, ``"torchvision"``) picks one: downloaded once into the cache,
-            checked, then used offline; a file placed by hand at ``pretrained_path(name)`` wins.
-        checkpoint_path: load these weights (mindshuffle's or MindCV's parameter names). With a different
-            ``num_classes`` the classifier is left newly initialised (fine-tuning).
-        in_channels: input image channels.
-        features_only: return a backbone whose output is the tuple of stage feature maps
-            (strides 4, 8, 16, 32) selected by ``out_indices``.
-        **kwargs: passed to the model class (e.g. ``layout="torchvision"``, ``drop_rate=0.2``).
-    """
-    key = _resolve(name)
-    try:
-        net = _CONSTRUCTORS[key](num_classes=num_classes, in_channels=in_channels, **kwargs)
-    except (TypeError, ValueError) as e:
-        if not kwargs:
-            raise
-        raise ModelArgumentError(f"model {key!r}: {str(e).split('() ', 1)[-1]}") from None
-    net.model_name = key
-    net.model_kwargs = _recordable(kwargs)
-    ckpt = checkpoint_path
-    if pretrained and not ckpt:
-        ckpt = pretrained_checkpoint(key, pretrained)
-    if ckpt:
-        from .checkpoints import load_model_weights
-        load_model_weights(net, ckpt)
-    if features_only:
-        from .features import FeatureExtractor
-        net = FeatureExtractor(net, out_indices)
-    return net
+def constructor(name: str) -> Callable:
+    """The function registered under ``name`` (or an alias of it)."""
+    return _CONSTRUCTORS[resolve(name)]

@@ -161,7 +161,7 @@ def _recipe_table(r: dict, s: dict) -> str:
 
 
 def _model_line(model: str, s: dict) -> str:
-    from .registry import model_info
+    from .builder import model_info
     parts = [f"`{model}`"]
     if s.get("params (M)") is not None:
         parts.append(f"{s['params (M)']} M trainable parameters (this run's classifier)")

@@ -26,14 +26,14 @@ from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 from .fileio import markdown_table
+from .meta import IMAGENET_PREPROCESS
 
 __all__ = ["Weights", "WEIGHTS", "weights_for", "list_weights", "weights_rows", "weights_markdown",
            "hash_prefix_of", "HASH_REGEX"]
 
 HASH_REGEX = re.compile(r"-([a-f0-9]*)\.")  # torch.hub's: the hash prefix in a file name
 
-IMAGENET_RGB = {"channel_order": "RGB", "mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375],
-                "resize": 256, "input_size": 224}
+IMAGENET_RGB = IMAGENET_PREPROCESS
 IMAGENET_RGB_232 = {**IMAGENET_RGB, "resize": 232}  # torchvision's ImageClassification(resize_size=232)
 
 _MINDCV = "mindspore-lab/mindcv"

@@ -22,7 +22,7 @@ from mindshuffle.train import logs as train_logs
 from mindshuffle.train.run_folder import RunFolder
 from mindshuffle.checkpoints import CheckpointError, read_checkpoint, save_checkpoint
 from mindshuffle.recipe import load
-from mindshuffle.registry import create_model
+from mindshuffle.builder import create_model
 from cli_helpers import tool as _tool
 
 

@@ -116,7 +116,8 @@ def main(argv=None) -> int:
     import mindspore as ms
     from tqdm import tqdm
     from mindshuffle import benchmark as B
-    from mindshuffle.registry import UnknownModelError, list_models, model_info
+    from mindshuffle.builder import list_models, model_info
+    from mindshuffle.registry import UnknownModelError
 
     ms.set_context(mode=ms.GRAPH_MODE, device_target=args.device)
     names = []

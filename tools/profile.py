@@ -47,7 +47,8 @@ def main(argv=None) -> int:
 
     import mindspore as ms
     from mindshuffle.analysis import profile_model
-    from mindshuffle.registry import UnknownModelError, model_info
+    from mindshuffle.builder import model_info
+    from mindshuffle.registry import UnknownModelError
 
     ms.set_context(mode=ms.GRAPH_MODE, device_target=args.device)
     try:

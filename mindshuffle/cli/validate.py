@@ -17,7 +17,7 @@ def _check_class_count(cfg) -> None:
     from mindshuffle.checkpoints import CheckpointError, read_checkpoint
     from mindshuffle.convert_names import to_mindshuffle_names
     from mindshuffle.evaluate import _class_list
-    from mindshuffle.registry import model_info
+    from mindshuffle.builder import model_info
     ckpt = to_mindshuffle_names(read_checkpoint(cfg.ckpt_path))
     weight = ckpt.get(model_info(cfg.model).classifier + ".weight")
     if weight is None:

@@ -49,6 +49,52 @@ class ClassifierNet(nn.Cell):
             return nn.Identity()
         return nn.Dense(self.num_features, num_classes, has_bias=self.classifier_bias)
 
+    # the model's switches for weights trained by other code (the checkpoint metadata records them)
+
+    def set_pool_same(self) -> "ClassifierNet":
+        """Pool like MindCV (``pad_mode="same"``: 0 before, 1 after) instead of the authors' and torchvision's 1
+        on each side: the stem's max pool, and every sub-cell that has its own ``set_pool_same`` (V1's units).
+        Weights trained with MindCV's code are only exact with MindCV's pooling."""
+        if hasattr(self, "maxpool"):
+            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="same")
+        if getattr(self, "pad_pool", None) is not None:  # V2's fast stem pool (zero pad + pool) pads 1 each side
+            self.pad_pool = None
+            self.stem_folded = False
+        for _, cell in self.cells_and_names():
+            if cell is not self and callable(getattr(cell, "set_pool_same", None)):
+                cell.set_pool_same()
+        self.pool_same = True
+        return self
+
+    def uses_pool_same(self) -> bool:
+        pool = getattr(self, "maxpool", None)
+        return str(getattr(pool, "pad_mode", "")).upper() == "SAME" and getattr(self, "pad_pool", None) is None
+
+    def set_authors_shuffle(self) -> "ClassifierNet":
+        """Shuffle channels in the authors' order (only ShuffleNet V1 has a choice)."""
+        return self
+
+    def uses_authors_shuffle(self) -> bool:
+        return False
+
+    def prepare_export(self) -> "ClassifierNet":
+        """Rewrite the stem's padded max pool as zero padding + an unpadded pool, which ONNX can express (MindSpore
+        lowers a padded MaxPool2d to MaxPool3DWithArgmax, which its ONNX exporter lacks). Zero padding gives the
+        same result: the stem's pool follows a ReLU (inputs >= 0). V1's shortcut pool is already a zero pad and a
+        valid pool; MindCV-style "same" pools export as they are."""
+        pool = getattr(self, "maxpool", None)
+        padded = isinstance(pool, nn.MaxPool2d) and str(getattr(pool, "pad_mode", "")).upper() == "PAD"
+        if getattr(self, "pad_pool", None) is not None:
+            # V2's CPU-fast stem (its own zero padding, folded into conv1 after fusing) uses ops that ONNX export
+            # cannot express; the plain stem computes the same
+            self.pad_pool = None
+            self.stem_folded = self.fast_infer = False
+            padded = True
+        if padded:
+            self.maxpool = nn.SequentialCell([nn.Pad(((0, 0), (0, 0), (1, 1), (1, 1))),
+                                              nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="valid")])
+        return self
+
     def reset_classifier(self, num_classes: int) -> None:
         """New, freshly initialised classifier for ``num_classes`` (fine-tuning)."""
         self.num_classes = num_classes

@@ -96,6 +96,19 @@ class ShuffleUnitV1(nn.Cell):
 class ShuffleNetV1(ClassifierNet):
     """ShuffleNet V1 with ``groups`` in {1, 2, 3, 4, 8} and width ``scale`` in {0.5, 1.0, 1.5, 2.0}."""
 
+    def set_authors_shuffle(self) -> "ShuffleNetV1":
+        """Shuffle like the authors and MindCV: the C bottleneck channels viewed as (C/g, g) and transposed, i.e.
+        ``GroupShuffle(C, C // g)``, instead of mindshuffle's (g, C/g) view."""
+        for _, cell in self.cells_and_names():
+            if isinstance(cell, ShuffleUnitV1) and cell.use_shuffle and cell.shuffle.groups == cell.groups:
+                c = cell.shuffle.channels
+                cell.shuffle = GroupShuffle(c, c // cell.groups)
+        return self
+
+    def uses_authors_shuffle(self) -> bool:
+        return any(isinstance(c, ShuffleUnitV1) and c.use_shuffle and c.shuffle.groups != c.groups
+                   for _, c in self.cells_and_names())
+
     def __init__(self, groups: int = 3, scale: float = 1.0, num_classes: int = 1000, in_channels: int = 3,
                  drop_rate: float = 0.0, repeats: tuple = (4, 8, 4)):
         super().__init__()
@@ -151,21 +164,129 @@ _PARAMS = {
 }
 
 
-def _register(groups: int, scale: float) -> None:
-    tag = str(scale).replace(".", "_")
+def _v1(groups: int, scale: float, alias: str) -> dict:
+    """register_model's metadata; ``alias`` is MindCV's spelling (shufflenet_v1_g3_10 for g3 x1.0)."""
     flops, top1, top5 = _META.get((groups, scale), (None, None, None))
-    aliases = (f"shufflenet_v1_g{groups}_{tag.replace('_', '')}",)  # MindCV's spelling: shufflenet_v1_g3_10
-
-    def build(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV1:
-        return ShuffleNetV1(groups, scale, num_classes=num_classes, in_channels=in_channels, **kw)
-
-    build.__doc__ = f"ShuffleNet V1 {scale}x with {groups} groups."
-    register_model(build, name=f"shufflenet_v1_g{groups}_x{tag}", family="shufflenet_v1", flops=flops,
-                   params=_PARAMS[groups][_SCALES.index(scale)],
-                   top1=top1, top5=top5, source=_AUTHORS if top1 else "", aliases=aliases,
-                   paper="ShuffleNet (Zhang et al., CVPR 2018)")
+    return dict(family="shufflenet_v1", flops=flops, params=_PARAMS[groups][_SCALES.index(scale)], top1=top1,
+                top5=top5, source=_AUTHORS if top1 else "", aliases=(alias,),
+                paper="ShuffleNet (Zhang et al., CVPR 2018)")
 
 
-for _g in _BASE:
-    for _s in _SCALES:
-        _register(_g, _s)
+@register_model(**_v1(1, 0.5, "shufflenet_v1_g1_05"))
+def shufflenet_v1_g1_x0_5(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV1:
+    """ShuffleNet V1 0.5x with 1 groups."""
+    return ShuffleNetV1(1, 0.5, num_classes=num_classes, in_channels=in_channels, **kw)
+
+
+@register_model(**_v1(1, 1.0, "shufflenet_v1_g1_10"))
+def shufflenet_v1_g1_x1_0(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV1:
+    """ShuffleNet V1 1.0x with 1 groups."""
+    return ShuffleNetV1(1, 1.0, num_classes=num_classes, in_channels=in_channels, **kw)
+
+
+@register_model(**_v1(1, 1.5, "shufflenet_v1_g1_15"))
+def shufflenet_v1_g1_x1_5(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV1:
+    """ShuffleNet V1 1.5x with 1 groups."""
+    return ShuffleNetV1(1, 1.5, num_classes=num_classes, in_channels=in_channels, **kw)
+
+
+@register_model(**_v1(1, 2.0, "shufflenet_v1_g1_20"))
+def shufflenet_v1_g1_x2_0(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV1:
+    """ShuffleNet V1 2.0x with 1 groups."""
+    return ShuffleNetV1(1, 2.0, num_classes=num_classes, in_channels=in_channels, **kw)
+
+
+@register_model(**_v1(2, 0.5, "shufflenet_v1_g2_05"))
+def shufflenet_v1_g2_x0_5(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV1:
+    """ShuffleNet V1 0.5x with 2 groups."""
+    return ShuffleNetV1(2, 0.5, num_classes=num_classes, in_channels=in_channels, **kw)
+
+
+@register_model(**_v1(2, 1.0, "shufflenet_v1_g2_10"))
+def shufflenet_v1_g2_x1_0(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV1:
+    """ShuffleNet V1 1.0x with 2 groups."""
+    return ShuffleNetV1(2, 1.0, num_classes=num_classes, in_channels=in_channels, **kw)
+
+
+@register_model(**_v1(2, 1.5, "shufflenet_v1_g2_15"))
+def shufflenet_v1_g2_x1_5(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV1:
+    """ShuffleNet V1 1.5x with 2 groups."""
+    return ShuffleNetV1(2, 1.5, num_classes=num_classes, in_channels=in_channels, **kw)
+
+
+@register_model(**_v1(2, 2.0, "shufflenet_v1_g2_20"))
+def shufflenet_v1_g2_x2_0(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV1:
+    """ShuffleNet V1 2.0x with 2 groups."""
+    return ShuffleNetV1(2, 2.0, num_classes=num_classes, in_channels=in_channels, **kw)
+
+
+@register_model(**_v1(3, 0.5, "shufflenet_v1_g3_05"))
+def shufflenet_v1_g3_x0_5(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV1:
+    """ShuffleNet V1 0.5x with 3 groups."""
+    return ShuffleNetV1(3, 0.5, num_classes=num_classes, in_channels=in_channels, **kw)
+
+
+@register_model(**_v1(3, 1.0, "shufflenet_v1_g3_10"))
+def shufflenet_v1_g3_x1_0(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV1:
+    """ShuffleNet V1 1.0x with 3 groups."""
+    return ShuffleNetV1(3, 1.0, num_classes=num_classes, in_channels=in_channels, **kw)
+
+
+@register_model(**_v1(3, 1.5, "shufflenet_v1_g3_15"))
+def shufflenet_v1_g3_x1_5(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV1:
+    """ShuffleNet V1 1.5x with 3 groups."""
+    return ShuffleNetV1(3, 1.5, num_classes=num_classes, in_channels=in_channels, **kw)
+
+
+@register_model(**_v1(3, 2.0, "shufflenet_v1_g3_20"))
+def shufflenet_v1_g3_x2_0(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV1:
+    """ShuffleNet V1 2.0x with 3 groups."""
+    return ShuffleNetV1(3, 2.0, num_classes=num_classes, in_channels=in_channels, **kw)
+
+
+@register_model(**_v1(4, 0.5, "shufflenet_v1_g4_05"))
+def shufflenet_v1_g4_x0_5(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV1:
+    """ShuffleNet V1 0.5x with 4 groups."""
+    return ShuffleNetV1(4, 0.5, num_classes=num_classes, in_channels=in_channels, **kw)
+
+
+@register_model(**_v1(4, 1.0, "shufflenet_v1_g4_10"))
+def shufflenet_v1_g4_x1_0(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV1:
+    """ShuffleNet V1 1.0x with 4 groups."""
+    return ShuffleNetV1(4, 1.0, num_classes=num_classes, in_channels=in_channels, **kw)
+
+
+@register_model(**_v1(4, 1.5, "shufflenet_v1_g4_15"))
+def shufflenet_v1_g4_x1_5(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV1:
+    """ShuffleNet V1 1.5x with 4 groups."""
+    return ShuffleNetV1(4, 1.5, num_classes=num_classes, in_channels=in_channels, **kw)
+
+
+@register_model(**_v1(4, 2.0, "shufflenet_v1_g4_20"))
+def shufflenet_v1_g4_x2_0(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV1:
+    """ShuffleNet V1 2.0x with 4 groups."""
+    return ShuffleNetV1(4, 2.0, num_classes=num_classes, in_channels=in_channels, **kw)
+
+
+@register_model(**_v1(8, 0.5, "shufflenet_v1_g8_05"))
+def shufflenet_v1_g8_x0_5(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV1:
+    """ShuffleNet V1 0.5x with 8 groups."""
+    return ShuffleNetV1(8, 0.5, num_classes=num_classes, in_channels=in_channels, **kw)
+
+
+@register_model(**_v1(8, 1.0, "shufflenet_v1_g8_10"))
+def shufflenet_v1_g8_x1_0(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV1:
+    """ShuffleNet V1 1.0x with 8 groups."""
+    return ShuffleNetV1(8, 1.0, num_classes=num_classes, in_channels=in_channels, **kw)
+
+
+@register_model(**_v1(8, 1.5, "shufflenet_v1_g8_15"))
+def shufflenet_v1_g8_x1_5(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV1:
+    """ShuffleNet V1 1.5x with 8 groups."""
+    return ShuffleNetV1(8, 1.5, num_classes=num_classes, in_channels=in_channels, **kw)
+
+
+@register_model(**_v1(8, 2.0, "shufflenet_v1_g8_20"))
+def shufflenet_v1_g8_x2_0(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV1:
+    """ShuffleNet V1 2.0x with 8 groups."""
+    return ShuffleNetV1(8, 2.0, num_classes=num_classes, in_channels=in_channels, **kw)

@@ -271,27 +271,60 @@ _TV_META = {0.5: (1_366_792, 40.48, 60.552, 81.746), 1.0: (2_278_604, 144.91, 69
             1.5: (3_503_624, 295.76, 72.996, 91.086), 2.0: (7_393_996, 583.25, 76.230, 93.006)}
 
 
-def _register(width: float) -> None:
-    tag = f"x{str(width).replace('.', '_')}"
+def _authors(width: float) -> dict:
     p, f, t1, t5 = _MEGVII_META[width]
+    return dict(family="shufflenet_v2", params=p, flops=f, top1=t1, top5=t5, source=_MEGVII, paper=_PAPER)
 
-    def build(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV2:
-        return ShuffleNetV2(width, num_classes=num_classes, in_channels=in_channels, **kw)
 
-    build.__doc__ = f"ShuffleNet V2 {width}x, the authors' layout (Table 5). ``layout='torchvision'`` switches."
-    register_model(build, name=f"shufflenet_v2_{tag}", family="shufflenet_v2", params=p, flops=f, top1=t1,
-                   top5=t5, source=_MEGVII, paper=_PAPER)
-
+def _torchvision(width: float) -> dict:
     p, f, t1, t5 = _TV_META[width]
-
-    def build_tv(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV2:
-        kw.setdefault("layout", "torchvision")
-        return ShuffleNetV2(width, num_classes=num_classes, in_channels=in_channels, **kw)
-
-    build_tv.__doc__ = f"ShuffleNet V2 {width}x in torchvision's layout, for torchvision weights."
-    register_model(build_tv, name=f"shufflenet_v2_{tag}_tv", family="shufflenet_v2", params=p, flops=f,
-                   top1=t1, top5=t5, source=_TV, paper=_PAPER, extra={"layout": "torchvision"})
+    return dict(family="shufflenet_v2", params=p, flops=f, top1=t1, top5=t5, source=_TV, paper=_PAPER,
+                extra={"layout": "torchvision"})
 
 
-for _w in STAGE_WIDTHS:
-    _register(_w)
+@register_model(**_authors(0.5))
+def shufflenet_v2_x0_5(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV2:
+    """ShuffleNet V2 0.5x, the authors' layout (Table 5). ``layout='torchvision'`` switches."""
+    return ShuffleNetV2(0.5, num_classes=num_classes, in_channels=in_channels, **kw)
+
+
+@register_model(**_authors(1.0))
+def shufflenet_v2_x1_0(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV2:
+    """ShuffleNet V2 1.0x, the authors' layout (Table 5). ``layout='torchvision'`` switches."""
+    return ShuffleNetV2(1.0, num_classes=num_classes, in_channels=in_channels, **kw)
+
+
+@register_model(**_authors(1.5))
+def shufflenet_v2_x1_5(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV2:
+    """ShuffleNet V2 1.5x, the authors' layout (Table 5). ``layout='torchvision'`` switches."""
+    return ShuffleNetV2(1.5, num_classes=num_classes, in_channels=in_channels, **kw)
+
+
+@register_model(**_authors(2.0))
+def shufflenet_v2_x2_0(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV2:
+    """ShuffleNet V2 2.0x, the authors' layout (Table 5). ``layout='torchvision'`` switches."""
+    return ShuffleNetV2(2.0, num_classes=num_classes, in_channels=in_channels, **kw)
+
+
+@register_model(**_torchvision(0.5))
+def shufflenet_v2_x0_5_tv(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV2:
+    """ShuffleNet V2 0.5x in torchvision's layout, for torchvision weights."""
+    return ShuffleNetV2(0.5, num_classes=num_classes, in_channels=in_channels, **{"layout": "torchvision", **kw})
+
+
+@register_model(**_torchvision(1.0))
+def shufflenet_v2_x1_0_tv(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV2:
+    """ShuffleNet V2 1.0x in torchvision's layout, for torchvision weights."""
+    return ShuffleNetV2(1.0, num_classes=num_classes, in_channels=in_channels, **{"layout": "torchvision", **kw})
+
+
+@register_model(**_torchvision(1.5))
+def shufflenet_v2_x1_5_tv(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV2:
+    """ShuffleNet V2 1.5x in torchvision's layout, for torchvision weights."""
+    return ShuffleNetV2(1.5, num_classes=num_classes, in_channels=in_channels, **{"layout": "torchvision", **kw})
+
+
+@register_model(**_torchvision(2.0))
+def shufflenet_v2_x2_0_tv(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV2:
+    """ShuffleNet V2 2.0x in torchvision's layout, for torchvision weights."""
+    return ShuffleNetV2(2.0, num_classes=num_classes, in_channels=in_channels, **{"layout": "torchvision", **kw})

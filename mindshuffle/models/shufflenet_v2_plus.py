@@ -208,17 +208,25 @@ _META = {
 }
 
 
-def _register(size: str) -> None:
+def _plus(size: str) -> dict:
     p, f, t1, t5, pub_f, pub_p = _META[size]
-
-    def build(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV2Plus:
-        return ShuffleNetV2Plus(size, num_classes=num_classes, in_channels=in_channels, **kw)
-
-    build.__doc__ = f"ShuffleNet V2+ {size.capitalize()} (authors' searched architecture)."
-    register_model(build, name=f"shufflenet_v2_plus_{size}", family="shufflenet_v2_plus", params=p, flops=f,
-                   top1=t1, top5=t5, source=_SOURCE, paper=_PAPER,
-                   extra={"flops_published": pub_f, "params_published_m": pub_p})
+    return dict(family="shufflenet_v2_plus", params=p, flops=f, top1=t1, top5=t5, source=_SOURCE, paper=_PAPER,
+                extra={"flops_published": pub_f, "params_published_m": pub_p})
 
 
-for _s in PLUS_WIDTHS:
-    _register(_s)
+@register_model(**_plus("small"))
+def shufflenet_v2_plus_small(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV2Plus:
+    """ShuffleNet V2+ Small (authors' searched architecture)."""
+    return ShuffleNetV2Plus("small", num_classes=num_classes, in_channels=in_channels, **kw)
+
+
+@register_model(**_plus("medium"))
+def shufflenet_v2_plus_medium(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV2Plus:
+    """ShuffleNet V2+ Medium (authors' searched architecture)."""
+    return ShuffleNetV2Plus("medium", num_classes=num_classes, in_channels=in_channels, **kw)
+
+
+@register_model(**_plus("large"))
+def shufflenet_v2_plus_large(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV2Plus:
+    """ShuffleNet V2+ Large (authors' searched architecture)."""
+    return ShuffleNetV2Plus("large", num_classes=num_classes, in_channels=in_channels, **kw)

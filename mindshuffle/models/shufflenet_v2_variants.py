@@ -30,36 +30,69 @@ V2_STAR_MMAP = {0.5: 23.7, 1.0: 29.6, 1.5: 32.2, 2.0: 34.2}
 _LEVEL = {0.5: 40, 1.0: 140, 1.5: 300, 2.0: 500}
 
 
-def _tag(width: float) -> str:
-    return f"x{str(width).replace('.', '_')}"
-
-
-def _register(width: float) -> None:
-    tag = _tag(width)
-
-    def build_se(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV2:
-        return ShuffleNetV2(width, num_classes=num_classes, in_channels=in_channels, se=True, **kw)
-
-    build_se.__doc__ = f"ShuffleNet V2 {width}x with squeeze-and-excitation in every unit (paper Table 8)."
+def _se(width: float) -> dict:
     p, f = _SE_META[width]
     if width == 2.0:
         info = dict(top1=75.4, source="paper Table 8 (ImageNet-1k val, 224 px)", extra={"flops_published": 597})
     else:
         info = dict(top1=None, source="no published figure", extra={"flops_published": None})
-    register_model(build_se, name=f"shufflenet_v2_{tag}_se", family="shufflenet_v2_se", params=p, flops=f,
-                   top5=None, paper=_PAPER, **info)
+    return dict(family="shufflenet_v2_se", params=p, flops=f, top5=None, paper=_PAPER, **info)
 
-    def build_star(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV2:
-        return ShuffleNetV2(width, num_classes=num_classes, in_channels=in_channels, extra_dw=True, **kw)
 
-    build_star.__doc__ = (f"ShuffleNet V2* {width}x: an extra 3x3 depthwise conv before the first 1x1 conv of "
-                          "every unit (paper Table 7), a detection backbone.")
+def _star(width: float) -> dict:
     p, f = _STAR_META[width]
-    register_model(build_star, name=f"shufflenet_v2_star_{tag}", family="shufflenet_v2_star", params=p, flops=f,
-                   top1=None, top5=None, source="paper Table 7 (COCO mmAP only; no ImageNet accuracy published)",
-                   paper=_PAPER, extra={"flops_level_published": _LEVEL[width],
-                                        "coco_mmap_light_head_rcnn": V2_STAR_MMAP[width]})
+    return dict(family="shufflenet_v2_star", params=p, flops=f, top1=None, top5=None,
+                source="paper Table 7 (COCO mmAP only; no ImageNet accuracy published)", paper=_PAPER,
+                extra={"flops_level_published": _LEVEL[width], "coco_mmap_light_head_rcnn": V2_STAR_MMAP[width]})
 
 
-for _w in STAGE_WIDTHS:
-    _register(_w)
+@register_model(**_se(0.5))
+def shufflenet_v2_x0_5_se(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV2:
+    """ShuffleNet V2 0.5x with squeeze-and-excitation in every unit (paper Table 8)."""
+    return ShuffleNetV2(0.5, num_classes=num_classes, in_channels=in_channels, se=True, **kw)
+
+
+@register_model(**_se(1.0))
+def shufflenet_v2_x1_0_se(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV2:
+    """ShuffleNet V2 1.0x with squeeze-and-excitation in every unit (paper Table 8)."""
+    return ShuffleNetV2(1.0, num_classes=num_classes, in_channels=in_channels, se=True, **kw)
+
+
+@register_model(**_se(1.5))
+def shufflenet_v2_x1_5_se(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV2:
+    """ShuffleNet V2 1.5x with squeeze-and-excitation in every unit (paper Table 8)."""
+    return ShuffleNetV2(1.5, num_classes=num_classes, in_channels=in_channels, se=True, **kw)
+
+
+@register_model(**_se(2.0))
+def shufflenet_v2_x2_0_se(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV2:
+    """ShuffleNet V2 2.0x with squeeze-and-excitation in every unit (paper Table 8)."""
+    return ShuffleNetV2(2.0, num_classes=num_classes, in_channels=in_channels, se=True, **kw)
+
+
+@register_model(**_star(0.5))
+def shufflenet_v2_star_x0_5(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV2:
+    """ShuffleNet V2* 0.5x: an extra 3x3 depthwise conv before the first 1x1 conv of every unit (paper Table 7),
+    a detection backbone."""
+    return ShuffleNetV2(0.5, num_classes=num_classes, in_channels=in_channels, extra_dw=True, **kw)
+
+
+@register_model(**_star(1.0))
+def shufflenet_v2_star_x1_0(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV2:
+    """ShuffleNet V2* 1.0x: an extra 3x3 depthwise conv before the first 1x1 conv of every unit (paper Table 7),
+    a detection backbone."""
+    return ShuffleNetV2(1.0, num_classes=num_classes, in_channels=in_channels, extra_dw=True, **kw)
+
+
+@register_model(**_star(1.5))
+def shufflenet_v2_star_x1_5(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV2:
+    """ShuffleNet V2* 1.5x: an extra 3x3 depthwise conv before the first 1x1 conv of every unit (paper Table 7),
+    a detection backbone."""
+    return ShuffleNetV2(1.5, num_classes=num_classes, in_channels=in_channels, extra_dw=True, **kw)
+
+
+@register_model(**_star(2.0))
+def shufflenet_v2_star_x2_0(num_classes: int = 1000, in_channels: int = 3, **kw) -> ShuffleNetV2:
+    """ShuffleNet V2* 2.0x: an extra 3x3 depthwise conv before the first 1x1 conv of every unit (paper Table 7),
+    a detection backbone."""
+    return ShuffleNetV2(2.0, num_classes=num_classes, in_channels=in_channels, extra_dw=True, **kw)

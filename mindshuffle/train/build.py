@@ -14,7 +14,8 @@ log = logging.getLogger("mindshuffle")
 
 
 def build_model(cfg, num_classes: int):
-    from ..registry import ModelArgumentError, create_model, model_info
+    from ..builder import create_model, model_info
+    from ..registry import ModelArgumentError
     kw = dict(cfg.model_kwargs)
     if cfg.drop_rate is not None:
         kw["drop_rate"] = cfg.drop_rate

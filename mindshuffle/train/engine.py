@@ -90,7 +90,7 @@ def fit(cfg: Recipe, resume: bool = False, callbacks=()) -> dict:
 
 def _set_up(cfg, folder, rank, world, last, callbacks) -> Run:
     """Everything before the first write: a refused start changes nothing in the folder."""
-    from ..registry import model_info
+    from ..builder import model_info
     model_info(cfg.model)  # an unknown model name fails here, before any data is read
     if cfg.ema and not 0.0 < cfg.ema_decay < 1.0:
         raise RecipeError(f"ema_decay: {cfg.ema_decay} is not between 0 and 1; use e.g. 0.9999 (ImageNet) or "

@@ -1,0 +1,97 @@
+"""The house: mindshuffle's imports point one way, down the layers below, with no circles. Every import counts,
+also those inside functions (kept there to stay light at start-up, never to dodge a circle).
+
+A module's room is its package (``models``, ``train``, ``cli``) or the module itself; a room imports only rooms on
+lower floors (inside a package, modules import each other without a circle).
+"""
+import ast
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PKG = os.path.join(ROOT, "mindshuffle")
+
+FLOORS = [
+    ["errors"],                                                              # MindshuffleError and its kinds
+    ["fileio", "meta"],                                                      # atomic writes; what a checkpoint means
+    ["registry", "native", "schedules", "runfiles", "weights_table", "hub", "recipe", "plots"],
+    ["layers", "data", "paramwrite"],                                        # bricks; the data pipeline
+    ["models"],                                                              # one file per family
+    ["convert_names", "features", "ema"],
+    ["checkpoints"],                                                         # save, read, load weights
+    ["converters"],                                                          # PyTorch weights -> ours
+    ["pretrained"],                                                          # published weights: table + hub
+    ["builder"],                                                             # create_model
+    ["evaluate", "export", "analysis", "benchmark", "report", "modelzoo"],
+    ["train", "guidelines"],                                                 # the training engine; G1-G4
+    ["cli", "__init__"],                                                     # commands; the package's front door
+]
+FLOOR = {room: i for i, rooms in enumerate(FLOORS) for room in rooms}
+
+
+def _modules() -> dict:
+    out = {}
+    for folder, _, files in os.walk(PKG):
+        for f in files:
+            if f.endswith(".py"):
+                path = os.path.join(folder, f)
+                name = os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".")
+                out[name[:-len(".__init__")] if name.endswith(".__init__") else name] = path
+    return out
+
+
+def _imports(name: str, path: str, modules: dict) -> set:
+    """Every mindshuffle module ``name`` imports, anywhere in the file."""
+    package = name if path.endswith("__init__.py") else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
+            for alias in node.names:
+                found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return {m for m in found if m in modules and m != name}
+
+
+def _room(module: str) -> str:
+    parts = module.split(".")
+    return "__init__" if len(parts) == 1 else parts[1]
+
+
+def _graph() -> dict:
+    modules = _modules()
+    return {name: _imports(name, path, modules) for name, path in modules.items()}
+
+
+def test_every_room_has_a_floor():
+    rooms = {_room(m) for m in _graph()}
+    assert rooms == set(FLOOR), f"rooms without a floor: {rooms - set(FLOOR)}; floors without a room: " \
+                                f"{set(FLOOR) - rooms}"
+
+
+def test_imports_point_down():
+    upward = sorted(f"{m} -> {t}" for m, targets in _graph().items() for t in targets
+                    if _room(m) != _room(t) and FLOOR[_room(t)] >= FLOOR[_room(m)])
+    assert not upward, "imports that do not point down:\n" + "\n".join(upward)
+
+
+def test_no_circles():
+    graph, state, stack = _graph(), {}, []
+
+    def visit(m):
+        state[m] = "open"
+        stack.append(m)
+        for t in sorted(graph[m]):
+            if state.get(t) == "open":
+                raise AssertionError("import circle: " + " -> ".join(stack[stack.index(t):] + [t]))
+            if t not in state:
+                visit(t)
+        stack.pop()
+        state[m] = "done"
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
