@@ -43,7 +43,7 @@ setup(
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["mindshuffle=mindshuffle.cli:main"] + [
         f"mindshuffle-{verb}=mindshuffle.cli.{verb}:main"
-        for verb in ("train", "validate", "infer", "export", "convert", "models", "report")]},
+        for verb in ("train", "validate", "infer", "export", "convert", "models", "report", "average")]},
     license="Apache-2.0",
     classifiers=["Programming Language :: Python :: 3.11", "Topic :: Scientific/Engineering :: Artificial Intelligence"],
 )

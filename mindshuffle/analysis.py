@@ -35,12 +35,13 @@ import csv
 import io
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field, asdict
 
 import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn
+
+from .fileio import atomic_text
 
 __all__ = ["LayerStat", "Profile", "profile_model", "profile_cell", "conv_flops", "conv_mac", "mac_lower_bound",
            "relative_spread", "conv_output_shape"]
@@ -206,18 +207,9 @@ def _render(head, body, total, markdown: bool) -> str:
 
 
 def write_text_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """``fileio.atomic_text`` into a folder made if missing."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_text(path, text)
 
 
 # ---------------------------------------------------------------------------------------------------------

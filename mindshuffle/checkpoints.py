@@ -20,7 +20,8 @@ from .registry import model_info
 
 __all__ = ["CheckpointError", "save_checkpoint", "read_checkpoint", "load_model_weights", "checkpoint_metadata",
            "checkpoint_preprocess", "model_metadata", "normalize_preprocess", "set_pool_same", "uses_pool_same",
-           "set_authors_shuffle", "uses_authors_shuffle", "rebuild_kwargs", "DEFAULT_PREPROCESS"]
+           "set_authors_shuffle", "uses_authors_shuffle", "rebuild_kwargs", "DEFAULT_PREPROCESS",
+           "is_weight_name"]
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +183,7 @@ def load_model_weights(net: nn.Cell, path: str, strict: bool = True) -> dict:
     head = _classifier_prefix(net) + "."
     missing = [k for k in own if k not in ckpt]
     shape_bad = [k for k in own if k in ckpt and tuple(ckpt[k].shape) != tuple(own[k].shape)]
-    extra = [k for k in ckpt if k not in own and isinstance(ckpt[k], ms.Parameter) and _is_weight_name(k)]
+    extra = [k for k in ckpt if k not in own and isinstance(ckpt[k], ms.Parameter) and is_weight_name(k)]
     head_bad = [k for k in missing + shape_bad if k.startswith(head)]
     body_bad = [k for k in missing + shape_bad if not k.startswith(head)]
     model = getattr(net, "model_name", type(net).__name__)
@@ -233,7 +234,7 @@ def load_model_weights(net: nn.Cell, path: str, strict: bool = True) -> dict:
     return {k: v for k, v in raw.items() if not isinstance(v, ms.Parameter)}
 
 
-def _is_weight_name(key: str) -> bool:
+def is_weight_name(key: str) -> bool:
     """Optimizer state (moments, learning rate, global step) and the trained weights kept beside EMA averages
     (``train.*``, ``ema_updates``) are not model weights."""
     return not (key.startswith(("moments.", "accum.", "train.", "ema_updates", "learning_rate", "global_step", "momentum",

@@ -59,8 +59,9 @@ KEYS: tuple[Key, ...] = (
     Key("val_split", "str", "val", "sub-folder of data_dir with the validation images"),
     Key("shuffle", "bool", True, "shuffle the training data every epoch"),
     Key("batch_size", "int", 64, "batch size per card", minimum=1),
-    Key("global_batch_size", "int", 0, "the global batch (cards x batch) the recipe's lr was tuned for; "
-        "when it differs from this run's, lr and min_lr are scaled linearly (0 = never scale)", minimum=0),
+    Key("global_batch_size", "int", 0, "the global batch (cards x batch x gradient_accumulation_steps) the "
+        "recipe's lr was tuned for; when it differs from this run's, lr and min_lr are scaled linearly (0 = never "
+        "scale)", minimum=0),
     Key("drop_remainder", "bool", True, "drop the last incomplete training batch"),
     Key("strict_data", "bool", False, "stop at the first unreadable image (default: skip it, named once in the log)"),
     Key("num_samples", "int", 0, "use only the first N training samples (0 = all; quick trials)", minimum=0),
@@ -92,7 +93,12 @@ KEYS: tuple[Key, ...] = (
     Key("ckpt_path", "str", "", "start weights; with another num_classes the classifier is re-initialised"),
     Key("freeze_backbone", "bool", False, "train only the classifier"),
     Key("ckpt_save_dir", "str", "./runs/run", "the run folder: recipe, logs, metrics.csv, checkpoints"),
-    Key("keep_checkpoint_max", "int", 1, "MindCV's key; mindshuffle keeps last.ckpt and best.ckpt", minimum=1),
+    Key("keep_checkpoint_max", "int", 1, "k: with k > 1 the run folder also keeps k per-epoch checkpoints "
+        "epoch_<N>.ckpt chosen by ckpt_save_policy (1 = last.ckpt and best.ckpt only; MindCV's default is 10)",
+        minimum=1),
+    Key("ckpt_save_policy", "str", "latest_k", "which epoch_<N>.ckpt files stay: latest_k (the k most recent) "
+        "or top_k (the k best by val top-1; ties: the later epoch)", ("latest_k", "top_k")),
+    Key("ckpt_save_interval", "int", 1, "write epoch_<N>.ckpt every N epochs (and after the last)", minimum=1),
     Key("overwrite", "bool", False, "allow writing into a run folder that holds a finished run"),
     Key("epoch_size", "int", 100, "epochs to train", minimum=1),
     Key("dry_run", "bool", False, "resolve the recipe, the run plan and the data, build the model and "
@@ -123,6 +129,13 @@ KEYS: tuple[Key, ...] = (
     Key("weight_decay_filter", "str", "conv_fc_weights", "which parameters decay: conv_fc_weights (the "
         "paper's: conv and fc weights; not BN, not biases) or all", ("conv_fc_weights", "all")),
     Key("use_nesterov", "bool", False, "Nesterov momentum"),
+    Key("clip_grad", "bool", False, "clip the gradients to a global L2 norm of clip_value before each optimizer "
+        "update (after loss-scale unscaling and the all-reduce; with gradient_accumulation_steps the accumulated "
+        "gradient, as for one big batch)"),
+    Key("clip_value", "float", 15.0, "the global norm clip_grad clips the gradients to (> 0)", minimum=0),
+    Key("gradient_accumulation_steps", "int", 1, "k: average the gradients of k batches (micro-batches) and "
+        "update once, as one batch of k x batch_size (lr schedule counted in updates; BatchNorm statistics move "
+        "per micro-batch; a trailing partial group of an epoch is dropped)", minimum=1),
     Key("ema", "bool", False, "validate and save an exponential moving average of the weights (BN statistics "
         "included) instead of the last weights"),
     Key("ema_decay", "float", 0.9999, "EMA decay per step (ramped up as min(ema_decay, (1+n)/(10+n)) over the "
@@ -130,9 +143,7 @@ KEYS: tuple[Key, ...] = (
 )
 _BY_NAME = {k.name: k for k in KEYS}
 # MindCV keys that only make sense inside MindCV's own train.py; accepted and ignored so MindCV recipes load.
-IGNORED_MINDCV_KEYS = ("dataset_download", "val_split_size", "clip_grad", "clip_value",
-                       "gradient_accumulation_steps", "ckpt_save_policy",
-                       "ckpt_save_interval", "filter_bias_and_bn", "aux_factor", "num_aug_repeats",
+IGNORED_MINDCV_KEYS = ("dataset_download", "val_split_size", "filter_bias_and_bn", "aux_factor", "num_aug_repeats",
                        "config")
 
 
@@ -352,6 +363,8 @@ def _check(cfg: Recipe) -> None:
         raise RecipeError(f"recipe key 'scale': bad value {cfg.scale!r} (need 0 < min <= max)")
     if cfg.min_lr > cfg.lr:
         raise RecipeError(f"recipe key 'min_lr': bad value {cfg.min_lr!r} (must not exceed lr={cfg.lr})")
+    if cfg.clip_value <= 0:
+        raise RecipeError(f"recipe key 'clip_value': bad value {cfg.clip_value!r} (must be > 0)")
     if cfg.label_smoothing >= 1:
         raise RecipeError(f"recipe key 'label_smoothing': bad value {cfg.label_smoothing!r} (must be < 1)")
     if not cfg.data_dir and cfg.dataset != "digits":

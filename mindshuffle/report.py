@@ -9,12 +9,11 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
 
 import numpy as np
 
 from . import plots as P
-from .fileio import markdown_table
+from .fileio import atomic_text, markdown_table
 from .runfiles import SUMMARY_COLUMNS, summary_table
 
 __all__ = ["RunDataError", "load_run", "make_report", "compare_runs"]
@@ -60,13 +59,6 @@ def load_run(run_dir: str) -> dict:
     return run
 
 
-def _atomic_text(path: str, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(os.path.abspath(path)))
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def _num(v, spec=".2f"):
     try:
         return format(float(v), spec)
@@ -106,7 +98,7 @@ def make_report(run_dir: str, out_dir: str | None = None) -> dict:
     if run["val_confusion"] is not None:
         confused = P.most_confused(run["val_confusion"], names, 10)
 
-    _atomic_text(os.path.join(run_dir, "report.md"), _report_md(run, figures, confused, run_dir))
+    atomic_text(os.path.join(run_dir, "report.md"), _report_md(run, figures, confused, run_dir))
     return {"report": os.path.join(run_dir, "report.md"), "plots": written, "confused": confused}
 
 
@@ -194,7 +186,7 @@ def compare_runs(run_dirs: list, out_dir: str, labels: list | None = None) -> di
     lines += [""] + [f"![{k}]({os.path.basename(p)})" for p, k in
                      ((p, os.path.basename(p)) for p in written if p.endswith(".png"))] + [""]
     md = os.path.join(out_dir, "compare.md")
-    _atomic_text(md, "\n".join(lines))
+    atomic_text(md, "\n".join(lines))
     return {"report": md, "plots": written, "labels": labels}
 
 

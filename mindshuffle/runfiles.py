@@ -1,21 +1,25 @@
 """The files of a run folder that the training engine writes and reports read: their columns, readers and
-writers (metrics.csv, steps.csv, summary.json's row). A leaf: the engine and the reports both import it, and
+writers (metrics.csv, steps.csv, summary.json's row), and the names of the per-epoch checkpoints. A leaf: the engine and the reports both import it, and
 neither imports the other."""
 from __future__ import annotations
 
 import csv
 import io
 import os
+import re
 
 from .fileio import atomic_text, markdown_table
 
 __all__ = ["METRICS_COLUMNS", "SUMMARY_COLUMNS", "STEPS_COLUMNS", "read_metrics", "write_metrics", "write_steps",
-           "append_steps", "read_steps", "summary_table"]
+           "append_steps", "read_steps", "summary_table", "KEPT_FILE",
+           "epoch_checkpoint_name", "epoch_checkpoints"]
 
 METRICS_COLUMNS = ("epoch", "lr", "train_loss", "train_top1", "val_top1", "val_top5", "epoch_time", "img_s")
 SUMMARY_COLUMNS = ("model", "params (M)", "cards", "batch size", "resolution", "jit level", "graph compile (s)",
                    "ms/step", "img/s", "top-1", "top-5", "recipe", "weight")
 STEPS_COLUMNS = ("step", "epoch", "lr", "loss")
+KEPT_FILE = "checkpoints.json"   # the per-epoch checkpoints the policy keeps (train/saver.py)
+_EPOCH_CKPT = re.compile(r"epoch_(\d+)\.ckpt")
 
 
 def read_metrics(path: str) -> list:
@@ -77,3 +81,15 @@ def read_steps(path: str, last_step: int) -> list:
 def summary_table(summary: dict) -> str:
     """The MindCV-style Markdown row (with its header)."""
     return markdown_table(SUMMARY_COLUMNS, [[summary.get(c) for c in SUMMARY_COLUMNS]])
+
+
+def epoch_checkpoint_name(epoch: int) -> str:
+    """File name of epoch ``epoch``'s checkpoint (``keep_checkpoint_max`` > 1)."""
+    return f"epoch_{int(epoch)}.ckpt"
+
+
+def epoch_checkpoints(folder: str) -> dict:
+    """{epoch: path} of the ``epoch_<N>.ckpt`` files in ``folder``."""
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    found = {int(m.group(1)): os.path.join(folder, n) for n in names if (m := _EPOCH_CKPT.fullmatch(n))}
+    return dict(sorted(found.items()))

@@ -21,7 +21,7 @@ FLOORS = [
     ["converters"],                                                          # PyTorch weights -> ours
     ["pretrained"],                                                          # published weights: table + hub
     ["builder"],                                                             # create_model
-    ["evaluate", "export", "analysis", "benchmark", "report", "modelzoo"],
+    ["evaluate", "export", "average", "analysis", "benchmark", "report", "modelzoo"],
     ["train", "guidelines"],                                                 # the training engine; G1-G4
     ["cli", "__init__"],                                                     # commands; the package's front door
 ]

@@ -15,6 +15,7 @@ VERBS = {
     "convert": "convert PyTorch (torchvision, Megvii) weights to a MindSpore checkpoint",
     "models": "list the registered models",
     "report": "plots and report.md of a run folder",
+    "average": "average checkpoints (the k best or last epochs of a run) into one",
 }
 
 __all__ = ["VERBS", "main"]

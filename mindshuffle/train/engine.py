@@ -20,6 +20,7 @@ from .logs import attach_file_log, start_logging
 from .loop import sync_bn_stats, train_one_epoch, validate
 from .plan import RunPlan, resolve
 from .run_folder import RunFolder
+from .saver import CheckpointSaver
 from .summary import finish
 
 __all__ = ["fit", "Run", "Interrupted"]
@@ -53,6 +54,7 @@ class Run:
     feed: object = None
     eval_step: object = None
     callbacks: Callback = None
+    saver: CheckpointSaver = None
     resume: bool = False
     progress: S.Progress = field(default_factory=S.Progress)
     history: list = field(default_factory=list)
@@ -100,9 +102,11 @@ def _set_up(cfg, folder, rank, world, last, callbacks) -> Run:
     data = TrainInputs(cfg, world)
     data.prepare(cache_dir=folder.path if os.path.isdir(folder.path) else None)
     plan = resolve(cfg, rank, world, data.steps)
+    data.steps = plan.steps_per_epoch  # gradient accumulation may drop an epoch's trailing partial group
     log.info("mindshuffle fit: model %s, run folder %s\n%s", cfg.model, folder.path, plan.describe())
     lrs = plan.learning_rates()
     run = Run(cfg, folder, plan, data, lrs)
+    run.saver = CheckpointSaver(folder, cfg.ckpt_save_policy, cfg.keep_checkpoint_max, cfg.ckpt_save_interval)
     _build(run)
     if last[0] is not None:
         run.progress = S.restore(run, *last)
@@ -163,6 +167,7 @@ def _begin_writing(run: Run, resume: bool) -> None:
         run.history = [r for r in read_metrics(folder.file("metrics.csv")) if r["epoch"] <= run.progress.epoch]
         last_step = run.progress.epoch * run.plan.steps_per_epoch
         write_steps(folder.file("steps.csv"), read_steps(folder.file("steps.csv"), last_step))
+        run.saver.resume(run.history, run.progress.epoch)
     else:
         from ..runfiles import write_steps
         write_steps(folder.file("steps.csv"), [])
@@ -218,7 +223,8 @@ def _one_epoch(run: Run, epoch: int) -> None:
 
 
 def _save_epoch(run: Run, epoch: int, row: dict, acc: Accumulator | None, step_rows: list) -> None:
-    """metrics.csv, steps.csv, last.ckpt and (when val top-1 improved) best.ckpt with its evaluation; rank 0."""
+    """metrics.csv, steps.csv, last.ckpt, (when val top-1 improved) best.ckpt with its evaluation and the
+    epoch checkpoint the policy keeps (saver.py); rank 0."""
     from ..runfiles import append_steps, write_metrics
     p = run.progress
     improved = row["val_top1"] is not None and row["val_top1"] > p.best_top1
@@ -240,5 +246,7 @@ def _save_epoch(run: Run, epoch: int, row: dict, acc: Accumulator | None, step_r
         if improved:
             S.save_checkpoint_file(run.folder.best, weights, state, run.net)
             save_report(acc, run.folder.best, run.data.train.names)
+        run.saver.save(epoch, row["val_top1"], epoch == run.cfg.epoch_size,
+                       lambda path: S.save_checkpoint_file(path, weights, state, run.net))
     except OSError as e:  # a full disk, a lost mount, no permission: the renames never happened
         raise run.folder.save_failed(epoch, p.saved_epoch, e) from None

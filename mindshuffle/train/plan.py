@@ -18,6 +18,15 @@ What runs where (MindSpore 2.7.1, read in its source):
 - Dataset sink mode (Ascend/GPU only; ``mindspore.data_sink`` refuses CPU) runs ``sink_size`` steps per host
   call with the data in a device queue; the metrics stay on the device and are read once per call. On CPU
   the host feeds the step and reads the metrics every ``HOST_STEPS_PER_CALL`` steps.
+- ``gradient_accumulation_steps`` k: a step is a micro-batch; the optimizer updates every k-th step with the
+  mean of the k gradients (one batch of k x batch_size). ``steps_per_epoch`` counts micro-batches, rounded down
+  to a multiple of k (the trailing partial group of an epoch is dropped, like ``drop_remainder``), so a group
+  never spans two epochs and a checkpoint never holds half a group. The lr schedule is computed over the
+  updates (steps_per_epoch / k per epoch) and held for the k micro-batches of each (``learning_rates``); the
+  optimizer's global step counts micro-batches, so a resume indexes the table as without accumulation.
+- ``clip_grad``: the gradient of each update is clipped to global norm ``clip_value`` after the all-reduce
+  and unscaling: with fixed loss scaling the step (not the optimizer) divides by the scale, so the clip acts
+  on the true gradient.
 """
 from __future__ import annotations
 
@@ -27,6 +36,7 @@ from importlib import metadata
 
 import numpy as np
 
+from ..errors import RecipeError
 from ..schedules import lr_table
 
 __all__ = ["RunPlan", "resolve", "LOSS_SCALE_WINDOW", "LOSS_SCALE_FACTOR", "HOST_STEPS_PER_CALL"]
@@ -61,6 +71,8 @@ class RunPlan:
     min_lr: float
     schedule: tuple = ("constant", 1, 0, 0.0, 0)  # scheduler, epochs, warmup_epochs, warmup_factor, decay_epochs
     notes: tuple = field(default_factory=tuple)
+    accumulation: int = 1           # micro-batches per optimizer update (gradient_accumulation_steps)
+    clip_norm: float = 0.0          # clip each update's gradient to this global norm (0 = no clipping)
 
     @property
     def global_batch(self) -> int:
@@ -81,17 +93,20 @@ class RunPlan:
         return f"{self.jit_level}/{self.backend}"
 
     def learning_rates(self) -> np.ndarray:
-        """The per-step learning-rate table of the whole run (the optimizer's global step indexes it)."""
+        """The per-step learning-rate table of the whole run (the optimizer's global step indexes it). With
+        accumulation the schedule runs over the updates, each rate held for its ``accumulation`` micro-batches."""
         scheduler, epochs, warmup, factor, decay = self.schedule
-        return lr_table(scheduler, self.lr, self.steps_per_epoch, epochs, min_lr=self.min_lr, warmup_epochs=warmup,
-                        warmup_factor=factor, decay_epochs=decay)
+        k = self.accumulation
+        table = lr_table(scheduler, self.lr, self.steps_per_epoch // k, epochs, min_lr=self.min_lr,
+                         warmup_epochs=warmup, warmup_factor=factor, decay_epochs=decay)
+        return np.repeat(table, k) if k > 1 else table
 
     def rows(self) -> list:
         scale = (f"{self.loss_scale:g} {self.loss_scale_type}"
                  + (", overflowed steps skipped" if self.drop_overflow_update else "")
                  + (f", optimizer divides by {self.optimizer_loss_scale:g}" if self.optimizer_loss_scale != 1
                     else ""))
-        return [("device", f"{self.device_target}, rank {self.rank} of {self.world}"),
+        rows = [("device", f"{self.device_target}, rank {self.rank} of {self.world}"),
                 ("graph", f"jit_level {self.jit_level}, backend {self.backend}"),
                 ("precision", f"amp_level {self.amp_level}, loss in float32"),
                 ("loss scale", scale),
@@ -100,6 +115,16 @@ class RunPlan:
                 ("batch", f"{self.world} card(s) x {self.batch_size} = {self.global_batch}"),
                 ("lr", f"{self.lr:.6g} (min {self.min_lr:.6g}), {self.schedule[0]}, {self.schedule[1]} epochs, "
                        f"{self.schedule[2]} warm-up")]
+        return rows + ([("update", self._update_row())] if self.accumulation > 1 or self.clip_norm else [])
+
+    def _update_row(self) -> str:
+        k, parts = self.accumulation, []
+        if k > 1:
+            parts.append(f"every {k} micro-batches: {k} x {self.global_batch} = {k * self.global_batch} images, "
+                         f"{self.steps_per_epoch // k} updates/epoch, lr per update; BN statistics per micro-batch")
+        if self.clip_norm:
+            parts.append(f"gradients clipped to global norm {self.clip_norm:g}")
+        return "; ".join(parts)
 
     def describe(self) -> str:
         width = max(len(k) for k, _ in self.rows())
@@ -140,7 +165,26 @@ def _precision(cfg, notes: list) -> tuple:
         notes.append("loss_scale_type dynamic: overflowed steps are skipped (drop_overflow_update True)")
         drop = True
     optimizer_scale = scale if (kind == "fixed" and not drop) else 1.0
+    if cfg.clip_grad and optimizer_scale != 1.0:
+        notes.append(f"clip_grad: the step divides the gradients by loss_scale {scale:g} before clipping "
+                     f"(not the optimizer)")
+        optimizer_scale = 1.0
     return amp, scale, kind, drop, optimizer_scale
+
+
+def _accumulation(cfg, steps: int, notes: list) -> tuple:
+    """(micro-batches per epoch, a multiple of k; k)."""
+    k = cfg.gradient_accumulation_steps
+    if k == 1:
+        return steps, 1
+    if steps < k:
+        raise RecipeError(f"recipe key 'gradient_accumulation_steps': bad value {k} (more than the {steps} "
+                          f"batch(es) per epoch each card sees; lower it or batch_size)")
+    kept = steps - steps % k
+    if kept != steps:
+        notes.append(f"gradient_accumulation_steps {k}: {steps} -> {kept} micro-batches per epoch (the trailing "
+                     f"partial group of {steps - kept} is dropped)")
+    return kept, k
 
 
 def _sink(cfg, steps: int, notes: list) -> tuple:
@@ -158,12 +202,15 @@ def _sink(cfg, steps: int, notes: list) -> tuple:
 
 
 def _lr(cfg, world: int, notes: list) -> tuple:
-    global_batch = world * cfg.batch_size
+    """Linear scaling to the batch of one update: cards x batch x gradient_accumulation_steps."""
+    k = cfg.gradient_accumulation_steps
+    global_batch = world * cfg.batch_size * k
     if not cfg.global_batch_size or cfg.global_batch_size == global_batch:
         return cfg.lr, cfg.min_lr
     factor = global_batch / cfg.global_batch_size
-    notes.append(f"linear LR scaling: {world} card(s) x batch {cfg.batch_size} = {global_batch}, recipe tuned for "
-                 f"{cfg.global_batch_size}: lr {cfg.lr:.4g} -> {cfg.lr * factor:.4g}")
+    notes.append(f"linear LR scaling: {world} card(s) x batch {cfg.batch_size}{f' x {k} accumulated' if k > 1 else ''}"
+                 f" = {global_batch}, recipe tuned for {cfg.global_batch_size}: lr {cfg.lr:.4g} -> "
+                 f"{cfg.lr * factor:.4g}")
     return cfg.lr * factor, cfg.min_lr * factor
 
 
@@ -191,7 +238,9 @@ def resolve(cfg, rank: int, world: int, steps_per_epoch: int, mindspore_version:
     notes: list = []
     jit_level, backend = _graph(cfg, notes, mindspore_version or metadata.version("mindspore"))
     amp, scale, kind, drop, opt_scale = _precision(cfg, notes)
+    steps_per_epoch, k = _accumulation(cfg, steps_per_epoch, notes)
     sink, sink_size = _sink(cfg, steps_per_epoch, notes)
     lr, min_lr = _lr(cfg, world, notes)
     return RunPlan(cfg.device_target, rank, world, jit_level, backend, amp, scale, kind, drop, opt_scale, sink,
-                   sink_size, steps_per_epoch, cfg.batch_size, lr, min_lr, _schedule(cfg, notes), tuple(notes))
+                   sink_size, steps_per_epoch, cfg.batch_size, lr, min_lr, _schedule(cfg, notes), tuple(notes),
+                   accumulation=k, clip_norm=float(cfg.clip_value) if cfg.clip_grad else 0.0)

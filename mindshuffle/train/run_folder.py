@@ -12,6 +12,9 @@ Files, written by rank 0 unless noted::
                        epoch, step, best_top1, world, batch_size, ...); with EMA the averaged weights under the
                        model's names and the trained ones as train.<name>
     best.ckpt          weights of the epoch with the best val top-1, and its evaluation (best_*.csv/npy)
+    epoch_<N>.ckpt     with keep_checkpoint_max k > 1: the k latest (ckpt_save_policy latest_k) or k best by val
+                       top-1 (top_k) epochs' weights, as best.ckpt holds them (saver.py)
+    checkpoints.json   the kept epoch_<N>.ckpt set and its policy, read back on --resume
     train_confusion.npy, report.md, report/   at the end
     summary.json       the MindCV-style summary, written last: its presence marks a finished run
     samples/, ranks/   with log_sample_ids: the indices each rank saw, other ranks' final weights
@@ -33,13 +36,14 @@ import shutil
 
 from ..errors import RunFolderError
 from ..fileio import TMP_PREFIX, atomic_json, atomic_text
+from ..runfiles import KEPT_FILE, epoch_checkpoints
 
 __all__ = ["RunFolder"]
 
 log = logging.getLogger("mindshuffle")
 
 _CLEARED = ("metrics.csv", "steps.csv", "summary.json", "last.ckpt", "best.ckpt", "train.log", "report.md",
-            "train_confusion.npy")
+            "train_confusion.npy", KEPT_FILE)
 
 
 class RunFolder:
@@ -130,6 +134,8 @@ class RunFolder:
         for name in _CLEARED:
             if os.path.isfile(self.file(name)):
                 os.remove(self.file(name))
+        for path in epoch_checkpoints(self.path).values():
+            os.remove(path)
         for sub in ("samples", "ranks", "report"):
             shutil.rmtree(self.file(sub), ignore_errors=True)
 

@@ -1,18 +1,20 @@
 """The compiled steps: the training step (forward on the AMP-wrapped network, loss in float32, loss scaling,
-gradient all-reduce, optimizer, device-side metrics), the evaluation step, and the feeds that run them: a host
-feed (one batch per step from a per-epoch loader, a few steps per call; CPU, or sink mode off) and a sink feed (``sink_size`` steps
-per host call with the data in a device queue: ``mindspore.data_sink``, Ascend/GPU only).
+gradient accumulation, gradient all-reduce, clipping, optimizer, device-side metrics), the evaluation step,
+and the feeds that run them: a host feed (one batch per step from a per-epoch loader, a few steps per call;
+CPU, or sink mode off) and a sink feed (``sink_size`` steps per host call with the data in a device queue:
+``mindspore.data_sink``, Ascend/GPU only).
 """
 from __future__ import annotations
 
 import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
+from mindspore.ops import functional as F
 
 from ..paramwrite import ParameterWriter
 from .plan import LOSS_SCALE_FACTOR, LOSS_SCALE_WINDOW, RunPlan
 
-__all__ = ["StepMetrics", "TrainStep", "HostFeed", "SinkFeed", "compile_fn"]
+__all__ = ["StepMetrics", "GradAccumulator", "TrainStep", "HostFeed", "SinkFeed", "compile_fn"]
 
 _HEAD = 5  # seen, loss_sum, correct, steps, skipped
 
@@ -57,6 +59,43 @@ class StepMetrics(nn.Cell):
                 "last_losses": [float(ring[i]) for i in order]}
 
 
+_sum_mean = ops.MultitypeFuncGraph("sum_mean")
+_store = ops.MultitypeFuncGraph("store")
+
+
+@_sum_mean.register("Number", "Tensor", "Tensor")
+def _add_share(k, total, grad):
+    return total + F.cast(grad, F.dtype(total)) / k
+
+
+@_store.register("Tensor", "Tensor")
+def _assign(buffer, value):
+    return F.assign(buffer, value)
+
+
+class GradAccumulator(nn.Cell):
+    """The gradients of the micro-batches of one optimizer update, summed on the device as ``grad / k`` (their
+    mean once all k are in: the gradient of the mean loss over the k x b images), and the micro-batches seen
+    in the group so far. Not saved: the plan makes every group end inside its epoch."""
+
+    def __init__(self, params, k: int):
+        super().__init__(auto_prefix=False)
+        self.k = int(k)
+        self.sums = params.clone(prefix="grad_accum", init="zeros")
+        self.count = Parameter(Tensor(0, ms.int32), name="grad_accum_count", requires_grad=False)
+        self.map = ops.HyperMap()
+
+    def add(self, grads):
+        """The group's sums with ``grads`` added (values; the buffers are unchanged until ``keep``)."""
+        return self.map(F.partial(_sum_mean, float(self.k)), self.sums, grads)
+
+    def keep(self, sums):
+        return self.map(_store, self.sums, sums)
+
+    def clear(self):
+        return self.map(_store, self.sums, self.map(ops.zeros_like, self.sums))
+
+
 class TrainStep:
     """``step(x, y)`` trains on one batch; ``ema_step()`` updates the weight average; ``eval(x)`` returns
     float32 logits. ``net`` is the plain model (saved, averaged); the plan's AMP wrapper of it runs."""
@@ -71,6 +110,11 @@ class TrainStep:
         self.reducer = nn.DistributedGradReducer(optimizer.parameters, mean=True, degree=plan.world) \
             if plan.world > 1 else None
         self.grad_fn = ms.value_and_grad(self.forward, None, optimizer.parameters, has_aux=True)
+        # fixed scaling whose optimizer does not divide (clip_grad: see plan): the step unscales
+        self.unscaler = ms.amp.StaticLossScaler(plan.loss_scale) \
+            if self.scaler is None and plan.loss_scale != plan.optimizer_loss_scale else None
+        self.accum = GradAccumulator(optimizer.parameters, plan.accumulation) if plan.accumulation > 1 else None
+        self.one_step = Tensor([1], ms.int32)
 
     @staticmethod
     def _scaler(plan: RunPlan):
@@ -92,7 +136,34 @@ class TrainStep:
         return scaled, (loss, logits)
 
     def step(self, x, y):
+        """One (micro-)batch: gradients, then an update (or, accumulating, an update every k-th call)."""
         (_, (loss, logits)), grads = self.grad_fn(x, y)
+        if self.accum is None:
+            loss, skipped = self._update(loss, grads)
+        else:
+            loss, skipped = self._accumulate(loss, grads)
+        correct = (logits.argmax(-1) == y).astype(ms.float32).sum()
+        batch = ops.scalar_to_tensor(y.shape[0], ms.float32)
+        return self.metrics(loss, correct, batch, skipped)
+
+    def _accumulate(self, loss, grads):
+        """Add this micro-batch's share; the k-th updates with the mean and clears the sums. The optimizer's
+        global step counts micro-batches (the plan's lr table holds each update's rate for its k of them)."""
+        acc = self.accum
+        sums = acc.add(grads)
+        skipped = Tensor(0.0, ms.float32)
+        count = acc.count + 1
+        if count >= acc.k:
+            loss, skipped = self._update(loss, sums)
+            loss = ops.depend(loss, acc.clear())
+            count = count - acc.k
+        else:
+            loss = ops.depend(loss, acc.keep(sums))
+            loss = ops.depend(loss, ops.assign_add(self.optimizer.global_step, self.one_step))
+        return ops.depend(loss, ops.assign(acc.count, count)), skipped
+
+    def _update(self, loss, grads):
+        """One optimizer update: all-reduce, unscale (skipping an overflowed update), clip. (loss, skipped)."""
         if self.reducer is not None:
             grads = self.reducer(grads)
         skipped = Tensor(0.0, ms.float32)
@@ -101,14 +172,19 @@ class TrainStep:
             finite = ms.amp.all_finite(grads)
             self.scaler.adjust(finite)
             if finite:
-                loss = ops.depend(loss, self.optimizer(grads))
+                loss = ops.depend(loss, self.optimizer(self._clip(grads)))
             else:
                 skipped = Tensor(1.0, ms.float32)
         else:
-            loss = ops.depend(loss, self.optimizer(grads))
-        correct = (logits.argmax(-1) == y).astype(ms.float32).sum()
-        batch = ops.scalar_to_tensor(y.shape[0], ms.float32)
-        return self.metrics(loss, correct, batch, skipped)
+            if self.unscaler is not None:
+                grads = self.unscaler.unscale(grads)
+            loss = ops.depend(loss, self.optimizer(self._clip(grads)))
+        return loss, skipped
+
+    def _clip(self, grads):
+        if self.plan.clip_norm:
+            return ops.clip_by_global_norm(grads, self.plan.clip_norm)
+        return grads
 
     def ema_step(self):
         return self.ema()
