@@ -46,7 +46,7 @@ from .meta import IMAGE_EXTENSIONS, IMAGENET_MEAN as _IMAGENET_MEAN, IMAGENET_ST
 
 __all__ = ["DataError", "FileList", "scan", "prepare_digits", "channel_stats", "resolve_stats",
            "epoch_indices", "build_transforms", "input_transforms", "ImagePrep", "build_loader",
-           "build_train_dataset", "IMAGE_EXTENSIONS"]
+           "build_train_dataset", "BatchMix", "batch_mix", "IMAGE_EXTENSIONS"]
 
 log = logging.getLogger(__name__)
 
@@ -448,14 +448,20 @@ def _decode_problem(raw) -> str | None:
 # -- loaders -------------------------------------------------------------------------------------------------
 
 def epoch_indices(n: int, epoch: int, seed: int, rank: int = 0, world: int = 1, shuffle: bool = True,
-                  pad: bool = True) -> np.ndarray:
+                  pad: bool = True, repeats: int = 1) -> np.ndarray:
     """Sample indices rank ``rank`` of ``world`` sees in ``epoch``.
 
     All ranks draw the same permutation from (seed, epoch) and take every ``world``-th entry from ``rank`` on,
     so shards are disjoint. With ``pad`` the permutation is wrapped to a multiple of ``world`` (equal step
     counts on every rank, as data parallelism needs); without it (validation) shards may differ by one.
+    ``repeats`` r > 1 (repeated augmentation, MindCV's ``RepeatAugSampler``): each entry of the permutation is
+    written r times in a row before the wrap and the split, so consecutive copies go to different ranks and the
+    shards together hold every image r times (plus the wrap); callers keep each rank's usual epoch length.
     """
     order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+    if repeats > 1:
+        order = np.repeat(order, repeats)
+        n = len(order)
     if pad and n % world:
         extra = world - n % world
         order = np.concatenate([order, order[:extra]])
@@ -598,8 +604,9 @@ class _EpochOrder:
     ``output_shapes``, iterators, the device queue); a copy starts again at ``start_epoch``."""
 
     def __init__(self, n: int, seed: int, rank: int, world: int, shuffle: bool, per_epoch: int,
-                 start_epoch: int):
+                 start_epoch: int, repeats: int = 1):
         self.n, self.seed, self.rank, self.world, self.shuffle = n, seed, rank, world, shuffle
+        self.repeats = repeats
         self.per_epoch, self.start_epoch, self.passes = per_epoch, start_epoch, 0
 
     def __deepcopy__(self, memo):
@@ -610,7 +617,8 @@ class _EpochOrder:
     def __iter__(self):
         epoch = self.start_epoch + self.passes
         self.passes += 1
-        idx = epoch_indices(self.n, epoch, self.seed, self.rank, self.world, self.shuffle)[:self.per_epoch]
+        idx = epoch_indices(self.n, epoch, self.seed, self.rank, self.world, self.shuffle,
+                            repeats=self.repeats)[:self.per_epoch]
         return iter(idx.tolist())
 
     def __len__(self) -> int:
@@ -645,8 +653,8 @@ def build_transforms(cfg, mean: list, std: list, is_training: bool, bgr: bool = 
     if is_training:
         tf = create_transforms("", image_resize=cfg.image_resize, is_training=True, scale=tuple(cfg.scale),
                                ratio=tuple(cfg.ratio), hflip=cfg.hflip, vflip=cfg.vflip,
-                               color_jitter=cfg.color_jitter, interpolation=cfg.interpolation, mean=mean,
-                               std=std, re_prob=cfg.re_prob)
+                               color_jitter=cfg.color_jitter, auto_augment=cfg.auto_augment or None,
+                               interpolation=cfg.interpolation, mean=mean, std=std, re_prob=cfg.re_prob)
         if cfg.rotation or cfg.translate:
             tf = _with_affine(cfg, tf)
     else:
@@ -681,13 +689,44 @@ def input_transforms(cfg, mean: list, std: list, is_training: bool) -> tuple:
     """(transforms, prep). Normalisation moves to the device when the training recipe allows it: the pipeline
     then ends with uint8 HWC images (a quarter of the bytes to copy and transfer) and ``prep``, an
     ``ImagePrep``, must be applied first by the compiled train and eval steps. It stays on the host (prep None)
-    when an augmentation works on the normalised tensor (MindCV's random erasing, ``re_prob > 0``). The choice
-    depends on the recipe only, so the training and validation transforms always agree."""
+    when an augmentation works on the normalised tensor (MindCV's random erasing, ``re_prob > 0``; mixup and
+    cutmix, which mix float CHW batches) or gives float images (MindCV's AugMix). The choice depends on the
+    recipe only, so the training and validation transforms always agree."""
     tf = build_transforms(cfg, mean, std, is_training)
     train_tf = tf if is_training else build_transforms(cfg, mean, std, True)
-    if not _host_tail(train_tf) or not _host_tail(tf):
+    float_images = cfg.mixup > 0 or cfg.cutmix > 0 or cfg.auto_augment.startswith("augmix")
+    if float_images or not _host_tail(train_tf) or not _host_tail(tf):
         return tf, None
     return tf[:-2], ImagePrep(mean, std)
+
+
+class BatchMix:
+    """MindCV's ``Mixup`` as its ``create_loader`` applies it (whole batches, mixup or cutmix with probability 0.5
+    each when both are on, ``cutmix_prob`` of the batches mixed at all, the batch mixed with its mirror image):
+    a normalised float32 NCHW batch and int labels -> the mixed batch and float32 [N, num_classes] targets
+    ``lam * onehot(y) + (1 - lam) * onehot(y[::-1])``, lam the cut box's area fraction kept for cutmix. Label
+    smoothing stays in the loss, as in MindCV's loader. An odd batch (a last partial one) passes unmixed with
+    one-hot targets. Draws come from numpy's global random state."""
+
+    def __init__(self, cfg, num_classes: int):
+        from mindcv.data.mixup import Mixup
+        self.num_classes = num_classes
+        self.mixer = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.cutmix_prob, switch_prob=0.5,
+                           mode="batch", label_smoothing=0.0, num_classes=num_classes)
+
+    def __call__(self, images, labels):
+        from mindcv.data.mixup import mixup_target
+        images = np.array(images, np.float32)  # a writable copy: the mixer works in place
+        if len(images) % 2:
+            return images, mixup_target(np.asarray(labels), self.num_classes).astype(np.float32)
+        return self.mixer(images, np.asarray(labels))
+
+
+def batch_mix(cfg, num_classes: int):
+    """The recipe's ``BatchMix`` (``num_classes``: when the recipe's is 0, the class folders'), or None."""
+    if cfg.mixup <= 0 and cfg.cutmix <= 0:
+        return None
+    return BatchMix(cfg, cfg.num_classes or num_classes)
 
 
 def _set_error_mode(strict: bool) -> None:
@@ -699,16 +738,20 @@ def _set_error_mode(strict: bool) -> None:
         ds.config.set_error_samples_mode(mode)
 
 
-def _pipeline(cfg, source: _Source, transforms: list, batch_size: int, drop_remainder: bool, sampler=None):
+def _pipeline(cfg, source: _Source, transforms: list, batch_size: int, drop_remainder: bool, sampler=None,
+              mix=None):
     """Reader (one Python thread that only reads and checks bytes) -> ``transforms`` in MindSpore's C++
-    operations on ``num_parallel_workers`` threads -> batches -> keys to labels."""
+    operations on ``num_parallel_workers`` threads -> batches -> keys to labels (-> ``mix``: a ``BatchMix``)."""
     _set_error_mode(cfg.strict_data)
     dataset = ds.GeneratorDataset(source, column_names=["image", "label"], num_parallel_workers=1,
                                   **({"sampler": sampler} if sampler is not None else {"shuffle": False}))
     dataset = dataset.map(operations=list(transforms), input_columns="image",
                           num_parallel_workers=cfg.num_parallel_workers)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    return dataset.map(operations=source.labels_of, input_columns="label", num_parallel_workers=1)
+    dataset = dataset.map(operations=source.labels_of, input_columns="label", num_parallel_workers=1)
+    if mix is not None:
+        dataset = dataset.map(operations=mix, input_columns=["image", "label"], num_parallel_workers=1)
+    return dataset
 
 
 def build_loader(cfg, files: FileList, indices: np.ndarray, transforms: list, is_training: bool,
@@ -717,7 +760,8 @@ def build_loader(cfg, files: FileList, indices: np.ndarray, transforms: list, is
     Returns (dataset, source); after the iterator raises, ``source.first_error`` names the file to blame."""
     source = _Source(files, indices, cfg.strict_data)
     dataset = _pipeline(cfg, source, transforms, batch_size or cfg.batch_size,
-                        bool(cfg.drop_remainder and is_training))
+                        bool(cfg.drop_remainder and is_training),
+                        mix=batch_mix(cfg, len(files.classes)) if is_training else None)
     return dataset, source
 
 
@@ -733,6 +777,8 @@ def build_train_dataset(cfg, files: FileList, transforms: list, rank: int, world
     the same random crops as an uninterrupted one. An unreadable image is replaced by the next readable one in
     file order (``build_loader``: the next in the epoch's order)."""
     source = _Source(files, np.arange(len(files)), cfg.strict_data)
-    order = _EpochOrder(len(files), cfg.seed, rank, world, cfg.shuffle, steps * cfg.batch_size, start_epoch)
-    dataset = _pipeline(cfg, source, transforms, cfg.batch_size, bool(cfg.drop_remainder), sampler=order)
+    order = _EpochOrder(len(files), cfg.seed, rank, world, cfg.shuffle, steps * cfg.batch_size, start_epoch,
+                        cfg.aug_repeats)
+    dataset = _pipeline(cfg, source, transforms, cfg.batch_size, bool(cfg.drop_remainder), sampler=order,
+                        mix=batch_mix(cfg, len(files.classes)))
     return dataset, source

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -75,6 +76,18 @@ KEYS: tuple[Key, ...] = (
     Key("interpolation", "str", "bilinear", "resize interpolation", ("bilinear", "bicubic", "nearest", "area")),
     Key("crop_pct", "float", 0.875, "validation: resize to image_resize / crop_pct, then centre-crop", minimum=0.01),
     Key("re_prob", "float", 0.0, "random-erasing probability", minimum=0),
+    Key("auto_augment", "str", "", "MindCV's policy, spelled as in MindCV: randaug-m9-mstd0.5-inc1 (sections m, n, "
+        "w, mstd, mmax, inc), autoaug / autoaugr / 3a (mstd), trivialaugwide (m), augmix (m, w, d, a); "
+        "replaces color_jitter, as in MindCV ('' = off)"),
+    Key("mixup", "float", 0.0, "mixup alpha: mix whole batches with a Beta(alpha, alpha) weight, labels mixed "
+        "alike (0 = off)", minimum=0),
+    Key("cutmix", "float", 0.0, "cutmix alpha: paste a box of the batch's mirror image, labels mixed by area "
+        "(0 = off; with mixup too, each batch picks one of the two with probability 0.5)", minimum=0),
+    Key("cutmix_prob", "float", 1.0, "probability that a batch is mixed at all when mixup or cutmix is on "
+        "(MindCV's name; 0-1)", minimum=0),
+    Key("aug_repeats", "int", 0, "repeated augmentation (MindCV's RepeatAugSampler): each image r times in a "
+        "row of the epoch's order, the ranks taking interleaved shards (so the copies land on different ranks), "
+        "each rank keeping the epoch's usual length (0 or 1 = off)", minimum=0),
     Key("rotation", "float", 0.0, "random rotation of up to +-N degrees before the crop (0 = off; small "
         "shapes such as digits)", minimum=0),
     Key("translate", "float", 0.0, "random shift of up to +-N x the image size before the crop (0 = off)",
@@ -365,10 +378,34 @@ def _check(cfg: Recipe) -> None:
         raise RecipeError(f"recipe key 'min_lr': bad value {cfg.min_lr!r} (must not exceed lr={cfg.lr})")
     if cfg.clip_value <= 0:
         raise RecipeError(f"recipe key 'clip_value': bad value {cfg.clip_value!r} (must be > 0)")
+    if cfg.cutmix_prob > 1:
+        raise RecipeError(f"recipe key 'cutmix_prob': bad value {cfg.cutmix_prob!r} (must be between 0 and 1)")
+    _check_auto_augment(cfg.auto_augment)
     if cfg.label_smoothing >= 1:
         raise RecipeError(f"recipe key 'label_smoothing': bad value {cfg.label_smoothing!r} (must be < 1)")
     if not cfg.data_dir and cfg.dataset != "digits":
         raise RecipeError("recipe key 'data_dir' is empty; set it in the recipe or with --data_dir PATH")
+
+
+# MindCV 0.3.0's auto-augment policies: the first dash-separated part names it, each further part is a section
+# letter code followed by a number (mindcv/data/auto_augment.py parses them and asserts on anything else).
+_AUTO_AUGMENT = {"randaug": ("m", "n", "w", "mstd", "mmax", "inc"), "autoaug": ("mstd",), "autoaugr": ("mstd",),
+                 "3a": ("mstd",), "trivialaugwide": ("m",), "augmix": ("m", "w", "d", "a")}
+
+
+def _check_auto_augment(value: str) -> None:
+    """RecipeError unless ``value`` is '' or a policy string MindCV's create_transforms accepts."""
+    if not value:
+        return
+    name, *sections = value.split("-")
+    ok = name in _AUTO_AUGMENT
+    for part in sections if ok else ():
+        m = re.fullmatch(r"([a-z]+)(\d[\d.]*)", part)
+        ok = ok and m is not None and m.group(1) in _AUTO_AUGMENT[name] and _is_number(m.group(2))
+    if not ok:
+        forms = "; ".join(f"{k}[-{'N|-'.join(v)}N]" for k, v in _AUTO_AUGMENT.items())
+        raise RecipeError(f"recipe key 'auto_augment': bad value {value!r} (MindCV's forms: {forms}; e.g. "
+                          f"randaug-m9-mstd0.5-inc1, autoaug, trivialaugwide, augmix; '' = off)")
 
 
 def save(cfg: Recipe, path: str) -> str:

@@ -60,8 +60,9 @@ class TrainInputs:
     def indices(self, epoch: int, rank: int, world: int) -> np.ndarray:
         """The training samples rank ``rank`` sees in ``epoch`` (1-based), as the loader will read them."""
         cfg = self.cfg
-        idx = D.epoch_indices(len(self.train), epoch - 1, cfg.seed, rank, world, shuffle=cfg.shuffle)
-        return idx[:self.steps * cfg.batch_size] if cfg.drop_remainder else idx
+        idx = D.epoch_indices(len(self.train), epoch - 1, cfg.seed, rank, world, shuffle=cfg.shuffle,
+                              repeats=cfg.aug_repeats)
+        return idx[:self.steps * cfg.batch_size] if cfg.drop_remainder else idx[:self.per_rank]
 
     def epoch_loader(self, epoch: int, run) -> tuple:
         """(loader, source) for the host feed; (None, source) in sink mode, where one dataset serves all."""

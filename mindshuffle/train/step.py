@@ -142,7 +142,8 @@ class TrainStep:
             loss, skipped = self._update(loss, grads)
         else:
             loss, skipped = self._accumulate(loss, grads)
-        correct = (logits.argmax(-1) == y).astype(ms.float32).sum()
+        hard = y.argmax(-1) if y.ndim == 2 else y  # mixup/cutmix targets: the class with the larger share
+        correct = (logits.argmax(-1) == hard).astype(ms.float32).sum()
         batch = ops.scalar_to_tensor(y.shape[0], ms.float32)
         return self.metrics(loss, correct, batch, skipped)
 
