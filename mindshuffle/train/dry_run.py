@@ -16,7 +16,9 @@ __all__ = ["dry_run", "IMAGENET_TRAIN_IMAGES"]
 log = logging.getLogger("mindshuffle")
 
 IMAGENET_TRAIN_IMAGES = 1281167  # ImageNet-1k's training split
-ASSUMED = {"tiny_imagenet": ("Tiny ImageNet", 100000, 200)}  # dataset -> (name, training images, classes)
+# dataset -> (name, training images, classes) when the data is not on this machine (or, for digits, not prepared:
+# a dry run writes nothing, so it does not prepare the digits either); digits: 1,797 images, 360 held out
+ASSUMED = {"tiny_imagenet": ("Tiny ImageNet", 100000, 200), "digits": ("the digits demo", 1437, 10)}
 
 
 def _cards(cfg) -> int:
@@ -31,13 +33,15 @@ def _cards(cfg) -> int:
 def _data(cfg, world: int) -> tuple:
     """(steps per epoch, classes, what was assumed)."""
     from .inputs import TrainInputs
-    if cfg.dataset == "digits" or os.path.isdir(cfg.data_dir):
+    prepared = cfg.dataset != "digits" or os.path.isfile(os.path.join(cfg.data_dir, ".prepared"))
+    if os.path.isdir(cfg.data_dir) and prepared:
         data = TrainInputs(cfg, world)
         return data.steps, data.num_classes, f"{len(data.train)} images in {cfg.data_dir or 'digits'}"
     name, images, classes = ASSUMED.get(cfg.dataset, ("ImageNet-1k", IMAGENET_TRAIN_IMAGES, 1000))
     per_rank = math.ceil(images / world)
     steps = per_rank // cfg.batch_size if cfg.drop_remainder else math.ceil(per_rank / cfg.batch_size)
-    return steps, cfg.num_classes or classes, f"data_dir {cfg.data_dir!r} not here: {name}'s {images} images assumed"
+    why = "not prepared" if os.path.isdir(cfg.data_dir) else "not here"
+    return steps, cfg.num_classes or classes, f"data_dir {cfg.data_dir!r} {why}: {name}'s {images} images assumed"
 
 
 def dry_run(cfg) -> dict:
