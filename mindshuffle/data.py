@@ -260,7 +260,9 @@ def channel_stats(files: FileList, max_images: int = 20000, seed: int = 0) -> tu
     if n == 0:
         raise DataError(f"no readable training images under {files.root!r} to compute mean/std from")
     mean = s / n
-    std = np.sqrt(np.maximum(s2 / n - mean * mean, 1e-12))
+    # at least one grey level: a channel without variation (a test image, a scan) must not divide by zero,
+    # which MindSpore's Normalize refuses
+    std = np.sqrt(np.maximum(s2 / n - mean * mean, 1.0))
     return [round(float(x), 4) for x in mean], [round(float(x), 4) for x in std]
 
 

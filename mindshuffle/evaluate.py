@@ -84,6 +84,8 @@ def save_report(acc: Accumulator, ckpt_path: str, class_names: list) -> dict:
     ``<stem>_per_class.csv`` (class, name, samples, correct, accuracy %). Returns the paths."""
     stem = os.path.splitext(os.path.abspath(ckpt_path))[0]
     conf = acc.confusion.astype(np.int64)
+    # a classifier wider than the data's classes (num_classes set in the recipe): the extra outputs by index
+    class_names = list(class_names) + [str(i) for i in range(len(class_names), len(conf))]
     res = summarize(acc)
     paths = {"confusion_npy": stem + "_confusion.npy", "confusion_csv": stem + "_confusion.csv",
              "per_class_csv": stem + "_per_class.csv"}

@@ -26,3 +26,20 @@ def test_every_recipe_builds_a_dry_run(path, tmp_path, capsys, monkeypatch):
     assert rc == 0, err[-2000:]
     assert "run plan:" in out and "model" in out
     assert _tree(tmp_path) == [], f"a dry run wrote {_tree(tmp_path)[:5]}"
+
+
+@pytest.mark.parametrize("name", ["shufflenet_v2_2.0_ascend_tinyimagenet.yaml",
+                                  "shufflenet_v2_2.0_ascend_tinyimagenet_reg.yaml"])
+def test_tiny_imagenet_recipes_run_on_cpu_at_small_size(name, tmp_path, capsys):
+    """Both Tiny ImageNet recipes (plain and regularised) train one epoch on CPU on a small folder in Tiny
+    ImageNet's own layout, as the recipes' headers say to smoke-test them."""
+    from test_data import _tiny
+    data, run = tmp_path / "tiny", str(tmp_path / "run")
+    data.mkdir()
+    _tiny(data)
+    rc = tool("train").main(["-c", os.path.join(ROOT, "configs", name), "--data_dir", str(data),
+                             "--ckpt_save_dir", run, "--device_target", "CPU", "--distribute", "False",
+                             "--batch_size", "2", "--epoch_size", "1", "--image_resize", "32",
+                             "--num_parallel_workers", "1"])
+    assert rc == 0, capsys.readouterr().err[-2000:]
+    assert os.path.isfile(os.path.join(run, "last.ckpt")) and os.path.isfile(os.path.join(run, "metrics.csv"))
