@@ -31,8 +31,11 @@ def atomic_path(path: str, suffix: str = ""):
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        # ours, and the one MindSpore's checkpoint writer makes beside it (<stem>.tmp, renamed to <stem>.ckpt
+        # when complete): a save cut short (Ctrl-C, a full disk) leaves neither
+        for leftover in (tmp, os.path.splitext(tmp)[0] + ".tmp"):
+            if os.path.exists(leftover):
+                os.remove(leftover)
         raise
 
 

@@ -98,6 +98,21 @@ def test_sweep_removes_ours_and_mindsporess_temporary_files(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["keep.tmp", "last.ckpt"]
 
 
+@pytest.mark.parametrize("stage", ["mindspore_tmp", "renamed"])
+def test_a_checkpoint_save_cut_short_leaves_no_temporary_file(tmp_path, stage):
+    """Ctrl-C inside MindSpore's checkpoint writer: it writes <stem>.tmp and renames it to <stem>.ckpt; at either
+    point the interrupted save leaves nothing behind (the CI run on record found a .tmp-*.tmp after Ctrl-C)."""
+    import mindspore as ms
+    from mindshuffle.fileio import atomic_path
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(str(tmp_path / "last.ckpt"), suffix=".ckpt") as tmp:
+            ms.save_checkpoint([{"name": "w", "data": ms.Tensor([1.0])}], tmp)
+            if stage == "mindspore_tmp":  # as if interrupted before MindSpore's own rename
+                os.rename(tmp, os.path.splitext(tmp)[0] + ".tmp")
+            raise KeyboardInterrupt
+    assert os.listdir(tmp_path) == []
+
+
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     run = str(tmp_path / "never")
     p = F.run_tool("train", ["-c", os.path.join(F.ROOT, "configs", "shufflenet_v2_0.5_ascend.yaml"),
