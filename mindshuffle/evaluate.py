@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 
 import numpy as np
+
+from .fileio import atomic_npy, atomic_text
 
 __all__ = ["Accumulator", "evaluate", "summarize", "save_report"]
 
@@ -66,19 +67,6 @@ def evaluate(predict, batches, num_classes: int) -> Accumulator:
     return acc
 
 
-def _atomic_write(path: str, write) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def save_report(acc: Accumulator, ckpt_path: str, class_names: list) -> dict:
     """Save beside the checkpoint ``<stem>_confusion.npy`` / ``.csv`` (rows true, columns predicted) and
     ``<stem>_per_class.csv`` (class, name, samples, correct, accuracy %). Returns the paths."""
@@ -89,23 +77,14 @@ def save_report(acc: Accumulator, ckpt_path: str, class_names: list) -> dict:
     res = summarize(acc)
     paths = {"confusion_npy": stem + "_confusion.npy", "confusion_csv": stem + "_confusion.csv",
              "per_class_csv": stem + "_per_class.csv"}
-    _atomic_write(paths["confusion_npy"], lambda f: np.save(f, conf))
-
-    def write_conf(f):
-        text = io_csv([["true\\pred", *class_names]] + [[class_names[i], *conf[i].tolist()]
-                                                         for i in range(len(conf))])
-        f.write(text.encode())
-
-    def write_per_class(f):
-        rows = [["class", "name", "samples", "correct", "accuracy"]]
-        for i in range(len(conf)):
-            a = res["per_class"][i]
-            rows.append([i, class_names[i], int(conf[i].sum()), int(conf[i, i]),
-                         "" if np.isnan(a) else f"{a:.2f}"])
-        f.write(io_csv(rows).encode())
-
-    _atomic_write(paths["confusion_csv"], write_conf)
-    _atomic_write(paths["per_class_csv"], write_per_class)
+    atomic_npy(paths["confusion_npy"], conf)
+    atomic_text(paths["confusion_csv"], io_csv([["true\\pred", *class_names]]
+                                               + [[class_names[i], *conf[i].tolist()] for i in range(len(conf))]))
+    rows = [["class", "name", "samples", "correct", "accuracy"]]
+    for i in range(len(conf)):
+        a = res["per_class"][i]
+        rows.append([i, class_names[i], int(conf[i].sum()), int(conf[i, i]), "" if np.isnan(a) else f"{a:.2f}"])
+    atomic_text(paths["per_class_csv"], io_csv(rows))
     return paths
 
 

@@ -34,6 +34,7 @@ class Key:
 
 
 _DEVICE = ("CPU", "Ascend", "GPU")
+_OPTIMIZERS = ("momentum", "sgd", "nesterov", "adam", "adamw", "lion", "nadam", "adan", "rmsprop", "adagrad", "lamb")
 KEYS: tuple[Key, ...] = (
     # system
     Key("mode", "int", 0, "0 = GRAPH mode (the only mode tested), 1 = PyNative", (0, 1)),
@@ -136,7 +137,9 @@ KEYS: tuple[Key, ...] = (
     Key("warmup_factor", "float", 0.0, "warm-up starts at lr * warmup_factor", minimum=0),
     Key("decay_epochs", "int", 0, "epochs of decay after warm-up (0 = the rest of the run)", minimum=0),
     # optimizer
-    Key("opt", "str", "momentum", "MindCV optimizer name", ("momentum", "sgd", "nesterov", "adam", "adamw")),
+    Key("opt", "str", "momentum", "optimizer, by MindCV's name (its create_optimizer builds it); nesterov is "
+        "Nesterov only with use_nesterov True, as in MindCV; lion wants an lr ~3-10x below adamw's and a weight "
+        "decay ~3-10x above; lamb has no CPU kernel (Ascend/GPU)", _OPTIMIZERS),
     Key("momentum", "float", 0.9, "momentum", minimum=0),
     Key("weight_decay", "float", 4e-5, "weight decay", minimum=0),
     Key("weight_decay_filter", "str", "conv_fc_weights", "which parameters decay: conv_fc_weights (the "

@@ -33,8 +33,7 @@ __all__ = ["Weights", "WEIGHTS", "weights_for", "list_weights", "weights_rows", 
 
 HASH_REGEX = re.compile(r"-([a-f0-9]*)\.")  # torch.hub's: the hash prefix in a file name
 
-IMAGENET_RGB = IMAGENET_PREPROCESS
-IMAGENET_RGB_232 = {**IMAGENET_RGB, "resize": 232}  # torchvision's ImageClassification(resize_size=232)
+IMAGENET_RGB_232 = {**IMAGENET_PREPROCESS, "resize": 232}  # torchvision's ImageClassification(resize_size=232)
 
 _MINDCV = "mindspore-lab/mindcv"
 _MCV_V1_README = f"{_MINDCV} configs/shufflenetv1/README.md (main)"
@@ -59,7 +58,7 @@ class Weights:
     file_format: str           # "mindspore" (.ckpt) or "torch" (.pth, converted on first use)
     check: str                 # "sha256", "sha256-prefix" (torch.hub's file-name rule) or "none"
     layout: str
-    preprocess: dict = field(default_factory=lambda: dict(IMAGENET_RGB))
+    preprocess: dict = field(default_factory=lambda: dict(IMAGENET_PREPROCESS))
     sha256: str = ""           # the full SHA-256 where the publisher gives one
     size_mb: float | None = None
     num_classes: int = 1000
@@ -103,7 +102,7 @@ def _mindcv(model, url, top1, top5, recipe, v1=False, v910v2=False) -> Weights:
 def _tv(model, url, top1, top5, size_mb, new_recipe) -> Weights:
     return Weights(model=model, tag="torchvision", url=url, publisher="torchvision", file_format="torch",
                    check="sha256-prefix", layout=_TV_LAYOUT,
-                   preprocess=dict(IMAGENET_RGB_232 if new_recipe else IMAGENET_RGB), size_mb=size_mb,
+                   preprocess=dict(IMAGENET_RGB_232 if new_recipe else IMAGENET_PREPROCESS), size_mb=size_mb,
                    top1=top1, top5=top5, metrics_source=f"{_TV} (meta _metrics ImageNet-1K)",
                    recipe="https://github.com/pytorch/vision/pull/5906" if new_recipe
                    else "https://github.com/ericsun99/Shufflenet-v2-Pytorch (ported)", url_source=_TV)

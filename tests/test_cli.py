@@ -58,6 +58,23 @@ def test_mindcv_validate_command_line(tmp_path):
         assert p.returncode == 2 and len(_lines(p.stderr)) == 1 and missing in p.stderr, p.stderr[-2000:]
 
 
+@pytest.mark.parametrize("verb", ["train", "validate"])
+@pytest.mark.parametrize("spelling", ["-c {}", "--config {}", "--config={}"])
+def test_every_config_spelling_reads_the_file(verb, spelling, tmp_path):
+    """All three spellings reach the recipe loader: a missing recipe is named (the joined spelling was once
+    taken for an ignored key, and validate went on with the defaults)."""
+    recipe = str(tmp_path / "nope.yaml")
+    extra = ["--dry_run", "True"] if verb == "train" else []
+    p = _run([sys.executable, os.path.join(ROOT, "tools", f"{verb}.py"), *spelling.format(recipe).split(),
+              "--ckpt_path", str(tmp_path / "none.ckpt"), *extra])
+    assert p.returncode == 2 and len(_lines(p.stderr)) == 1 and recipe in p.stderr, p.stderr[-2000:]
+
+
+def test_a_config_flag_without_a_value_is_one_line():
+    p = _run([sys.executable, os.path.join(ROOT, "tools", "validate.py"), "--ckpt_path", "x.ckpt", "-c"])
+    assert p.returncode == 2 and _lines(p.stderr) == ["error: -c needs a value"]
+
+
 def test_every_recipe_key_takes_both_spellings():
     """``--key value`` and ``--key=value`` give the same recipe, for every key of a shipped recipe and every
     other key at its default."""

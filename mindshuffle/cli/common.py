@@ -3,7 +3,7 @@ error with exit code 2."""
 import os
 import sys
 
-__all__ = ["add_weights_args", "weights_file", "error"]
+__all__ = ["add_weights_args", "weights_file", "pop_option", "error"]
 
 
 def add_weights_args(ap, ckpt_help: str = "checkpoint (mindshuffle, converted or MindCV)") -> None:
@@ -17,13 +17,31 @@ def weights_file(args) -> str:
     """The checkpoint a command loads ('' = none): ``--ckpt_path`` (it must exist), else with ``--pretrained``
     the model's published weights, downloaded and verified once. Sets MindSpore's graph mode on the CPU.
     Raises ``CheckpointError``."""
-    from ..checkpoints import CheckpointError
+    from ..errors import CheckpointError
     if args.ckpt_path and not os.path.isfile(args.ckpt_path):
         raise CheckpointError(f"checkpoint {args.ckpt_path!r} does not exist")
     import mindspore as ms
     from ..pretrained import checkpoint_or_pretrained
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
     return checkpoint_or_pretrained(args.ckpt_path, args.model, args.pretrained)
+
+
+def pop_option(argv: list, *flags: str):
+    """Remove the first of ``flags`` (``--config PATH``, ``--config=PATH``, ``-c PATH``) from ``argv`` and return
+    its value; None when absent. A flag without a value raises ``RecipeError``."""
+    from ..errors import RecipeError
+    for i, a in enumerate(argv):
+        for flag in flags:
+            if a == flag:
+                if i + 1 >= len(argv):
+                    raise RecipeError(f"{flag} needs a value")
+                val = argv[i + 1]
+                del argv[i:i + 2]
+                return val
+            if a.startswith(flag + "="):
+                del argv[i]
+                return a.split("=", 1)[1]
+    return None
 
 
 def error(e) -> int:

@@ -8,25 +8,13 @@
 import os
 import sys
 
+from .common import pop_option
+
 os.environ.setdefault("GLOG_v", "3")
 
 USAGE = ("usage: python tools/train.py --config RECIPE.yaml [--key value ...]\n"
          "       python tools/train.py --resume RUN_DIR [--key value ...]\n"
          "Every recipe key can be overridden, e.g. --lr 0.1 --distribute False; keys: README.md, Recipe keys")
-
-
-def _pop(argv: list, flag: str):
-    for i, a in enumerate(argv):
-        if a == flag:
-            if i + 1 >= len(argv):
-                raise SystemExit(f"error: {flag} needs a value\n{USAGE}")
-            val = argv[i + 1]
-            del argv[i:i + 2]
-            return val
-        if a.startswith(flag + "="):
-            del argv[i]
-            return a.split("=", 1)[1]
-    return None
 
 
 def main(argv=None, callbacks=()) -> int:
@@ -39,8 +27,8 @@ def main(argv=None, callbacks=()) -> int:
     from mindshuffle.errors import MindshuffleError, WorkerFailedError
     from mindshuffle.registry import UnknownModelError
     try:
-        config = _pop(argv, "--config") or _pop(argv, "-c")
-        resume_dir = _pop(argv, "--resume")
+        config = pop_option(argv, "--config", "-c")
+        resume_dir = pop_option(argv, "--resume")
         if resume_dir:
             saved = os.path.join(resume_dir, "recipe.yaml")
             if not os.path.isfile(saved):

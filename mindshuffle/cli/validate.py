@@ -7,6 +7,8 @@ saved beside the checkpoint as <stem>_confusion.npy/.csv and <stem>_per_class.cs
 import os
 import sys
 
+from .common import pop_option
+
 os.environ.setdefault("GLOG_v", "3")
 
 
@@ -43,14 +45,7 @@ def main(argv=None) -> int:
     from mindshuffle.data import DataError
     from mindshuffle.registry import UnknownModelError
     try:
-        config = None
-        for flag in ("--config", "-c"):  # -c as in MindCV's validate.py
-            if flag in argv:
-                i = argv.index(flag)
-                if i + 1 >= len(argv):
-                    raise R.RecipeError(f"{flag} needs a value")
-                config = argv[i + 1]
-                del argv[i:i + 2]
+        config = pop_option(argv, "--config", "-c")  # -c as in MindCV's validate.py
         cfg = R.load(config, argv)
         if not cfg.ckpt_path and cfg.pretrained:  # the model's published weights (downloaded once, cached)
             from mindshuffle.pretrained import pretrained_checkpoint

@@ -169,6 +169,14 @@ def _precision(cfg, notes: list) -> tuple:
         notes.append(f"clip_grad: the step divides the gradients by loss_scale {scale:g} before clipping "
                      f"(not the optimizer)")
         optimizer_scale = 1.0
+    if cfg.opt == "lamb":
+        if cfg.device_target == "CPU":
+            raise RecipeError("recipe key 'opt': bad value 'lamb' on CPU (MindSpore has no Lamb kernel there; "
+                              "choose adamw or lion, or train on Ascend/GPU)")
+        if optimizer_scale != 1.0:
+            notes.append(f"opt lamb: the step divides the gradients by loss_scale {scale:g} (MindSpore's Lamb "
+                         f"takes no loss scale)")
+            optimizer_scale = 1.0
     return amp, scale, kind, drop, optimizer_scale
 
 
