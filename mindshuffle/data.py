@@ -707,28 +707,57 @@ class BatchMix:
     each when both are on, ``cutmix_prob`` of the batches mixed at all, the batch mixed with its mirror image):
     a normalised float32 NCHW batch and int labels -> the mixed batch and float32 [N, num_classes] targets
     ``lam * onehot(y) + (1 - lam) * onehot(y[::-1])``, lam the cut box's area fraction kept for cutmix. Label
-    smoothing stays in the loss, as in MindCV's loader. An odd batch (a last partial one) passes unmixed with
-    one-hot targets. Draws come from numpy's global random state."""
+    smoothing stays in the loss, as in MindCV's loader. An odd batch (a last partial one) and every batch from
+    epoch ``mixup_off_epoch`` on (0-based, timm's meaning; 0 = never off) pass unmixed with one-hot targets.
 
-    def __init__(self, cfg, num_classes: int):
+    The draws are a function of (seed, rank, epoch): each epoch starts its own random state, so a resumed run
+    mixes as the uninterrupted one did. A loader of one epoch (``steps_per_epoch`` 0, the host feed) knows its
+    epoch. The sink dataset's one pipeline (``steps_per_epoch`` batches per epoch from ``start_epoch``) counts
+    batches, including the one MindSpore's shape getter pulls before training, so its epochs start a batch
+    late: alike in a resumed run and an uninterrupted one, which is what resuming needs."""
+
+    def __init__(self, cfg, num_classes: int, rank: int = 0, start_epoch: int = 0, steps_per_epoch: int = 0):
         from mindcv.data.mixup import Mixup
-        self.num_classes = num_classes
+        self.num_classes, self.seed, self.rank = num_classes, cfg.seed, rank
+        self.off_epoch = cfg.mixup_off_epoch
+        self.start_epoch, self.steps_per_epoch, self.calls = start_epoch, steps_per_epoch, 0
+        self.rng = None
         self.mixer = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.cutmix_prob, switch_prob=0.5,
                            mode="batch", label_smoothing=0.0, num_classes=num_classes)
 
+    def __deepcopy__(self, memo):
+        fresh = copy.copy(self)
+        fresh.calls, fresh.rng = 0, None
+        return fresh
+
+    def _epoch(self) -> int:
+        """The 0-based epoch of the batch being mixed; a new epoch starts its own random state."""
+        k = self.calls // self.steps_per_epoch if self.steps_per_epoch else 0
+        if self.rng is None or (self.steps_per_epoch and self.calls % self.steps_per_epoch == 0):
+            self.rng = np.random.RandomState([self.seed, self.rank, self.start_epoch + k])
+        self.calls += 1
+        return self.start_epoch + k
+
     def __call__(self, images, labels):
         from mindcv.data.mixup import mixup_target
+        epoch = self._epoch()
         images = np.array(images, np.float32)  # a writable copy: the mixer works in place
-        if len(images) % 2:
+        if len(images) % 2 or (self.off_epoch and epoch >= self.off_epoch):
             return images, mixup_target(np.asarray(labels), self.num_classes).astype(np.float32)
-        return self.mixer(images, np.asarray(labels))
+        outer = np.random.get_state()  # MindCV's Mixup draws from numpy's global state: lend it ours
+        np.random.set_state(self.rng.get_state())
+        try:
+            return self.mixer(images, np.asarray(labels))
+        finally:
+            self.rng.set_state(np.random.get_state())
+            np.random.set_state(outer)
 
 
-def batch_mix(cfg, num_classes: int):
+def batch_mix(cfg, num_classes: int, rank: int = 0, start_epoch: int = 0, steps_per_epoch: int = 0):
     """The recipe's ``BatchMix`` (``num_classes``: when the recipe's is 0, the class folders'), or None."""
     if cfg.mixup <= 0 and cfg.cutmix <= 0:
         return None
-    return BatchMix(cfg, cfg.num_classes or num_classes)
+    return BatchMix(cfg, cfg.num_classes or num_classes, rank, start_epoch, steps_per_epoch)
 
 
 def _set_error_mode(strict: bool) -> None:
@@ -757,13 +786,14 @@ def _pipeline(cfg, source: _Source, transforms: list, batch_size: int, drop_rema
 
 
 def build_loader(cfg, files: FileList, indices: np.ndarray, transforms: list, is_training: bool,
-                 batch_size: int | None = None):
-    """A batched MindSpore dataset of (image, label) over ``files[indices]`` in that order, for one pass.
-    Returns (dataset, source); after the iterator raises, ``source.first_error`` names the file to blame."""
+                 batch_size: int | None = None, epoch: int = 0, rank: int = 0):
+    """A batched MindSpore dataset of (image, label) over ``files[indices]`` in that order, for one pass (training:
+    of ``epoch``, 0-based, on ``rank``, which seed its batch mixing). Returns (dataset, source); after the
+    iterator raises, ``source.first_error`` names the file to blame."""
     source = _Source(files, indices, cfg.strict_data)
     dataset = _pipeline(cfg, source, transforms, batch_size or cfg.batch_size,
                         bool(cfg.drop_remainder and is_training),
-                        mix=batch_mix(cfg, len(files.classes)) if is_training else None)
+                        mix=batch_mix(cfg, len(files.classes), rank, epoch) if is_training else None)
     return dataset, source
 
 
@@ -782,5 +812,5 @@ def build_train_dataset(cfg, files: FileList, transforms: list, rank: int, world
     order = _EpochOrder(len(files), cfg.seed, rank, world, cfg.shuffle, steps * cfg.batch_size, start_epoch,
                         cfg.aug_repeats)
     dataset = _pipeline(cfg, source, transforms, cfg.batch_size, bool(cfg.drop_remainder), sampler=order,
-                        mix=batch_mix(cfg, len(files.classes)))
+                        mix=batch_mix(cfg, len(files.classes), rank, start_epoch, steps))
     return dataset, source

@@ -86,6 +86,9 @@ KEYS: tuple[Key, ...] = (
         "(0 = off; with mixup too, each batch picks one of the two with probability 0.5)", minimum=0),
     Key("cutmix_prob", "float", 1.0, "probability that a batch is mixed at all when mixup or cutmix is on "
         "(MindCV's name; 0-1)", minimum=0),
+    Key("mixup_off_epoch", "int", 0, "stop mixing (mixup and cutmix) from this epoch on, counted from 0 as in "
+        "timm: epochs 1..N are mixed, the rest see plain images with one-hot targets (0 = mix to the end)",
+        minimum=0),
     Key("aug_repeats", "int", 0, "repeated augmentation (MindCV's RepeatAugSampler): each image r times in a "
         "row of the epoch's order, the ranks taking interleaved shards (so the copies land on different ranks), "
         "each rank keeping the epoch's usual length (0 or 1 = off)", minimum=0),

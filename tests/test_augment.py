@@ -39,8 +39,7 @@ def _onehot(i, c=CLASSES):
 def test_mixup_mixes_images_and_labels_with_one_lam():
     mix = D.batch_mix(_cfg(mixup=0.4), CLASSES)
     mixed_any = False
-    for seed in range(5):
-        np.random.seed(seed)
+    for _ in range(5):  # five batches of one epoch: five draws
         images, labels, values = _constant_batch()
         x, target = mix(images.copy(), labels)
         assert target.shape == (6, CLASSES) and target.dtype == np.float32
@@ -56,8 +55,7 @@ def test_mixup_mixes_images_and_labels_with_one_lam():
 def test_cutmix_lam_is_the_pasted_area_fraction():
     mix = D.batch_mix(_cfg(cutmix=1.0), CLASSES)
     seen = 0
-    for seed in range(8):
-        np.random.seed(seed)
+    for _ in range(8):
         images, labels, values = _constant_batch()
         x, target = mix(images.copy(), labels)
         for i in range(6):
@@ -103,6 +101,80 @@ def test_mixed_batches_leave_the_pipeline_normalised_on_the_host(data_dir):
     for x, y in batches:
         assert x.shape == (4, 3, 16, 16) and y.shape == (4, len(files.classes)) and y.dtype == np.float32
         np.testing.assert_allclose(y.sum(1), 1.0, atol=1e-5)
+
+
+def _draws(mix, batches=3):
+    out = []
+    for _ in range(batches):
+        images, labels, _ = _constant_batch()
+        out.append(mix(images, labels))
+    return out
+
+
+def _same(a, b):
+    return all(np.array_equal(x, y) and np.array_equal(s, t) for (x, s), (y, t) in zip(a, b))
+
+
+def test_mixing_is_a_function_of_seed_rank_and_epoch():
+    """A resumed run mixes epoch e as the uninterrupted run did: the draws depend on (seed, rank, epoch) only,
+    not on numpy's global state or on what was drawn before; mixing leaves the global state alone."""
+    cfg = _cfg(mixup=0.4, cutmix=1.0, seed=5)
+    np.random.seed(0)
+    first = _draws(D.batch_mix(cfg, CLASSES, rank=1, start_epoch=3))
+    np.random.seed(123)
+    _draws(D.batch_mix(cfg, CLASSES, rank=1, start_epoch=2))          # another epoch drawn in between
+    state = np.random.get_state()[1].copy()
+    again = _draws(D.batch_mix(cfg, CLASSES, rank=1, start_epoch=3))
+    assert _same(first, again) and np.array_equal(np.random.get_state()[1], state)
+    assert not _same(first, _draws(D.batch_mix(cfg, CLASSES, rank=0, start_epoch=3)))
+    assert not _same(first, _draws(D.batch_mix(cfg, CLASSES, rank=1, start_epoch=4)))
+    assert not _same(first, _draws(D.batch_mix(_cfg(mixup=0.4, cutmix=1.0, seed=6), CLASSES, 1, 3)))
+
+
+def test_mixup_off_epoch_stops_mixing_from_that_epoch_on():
+    """mixup_off_epoch 2 with 2 batches per epoch: epochs 0 and 1 mixed, epoch 2 plain with one-hot targets."""
+    mix = D.batch_mix(_cfg(mixup=1.0, cutmix=1.0, mixup_off_epoch=2), CLASSES, steps_per_epoch=2)
+    images, labels, _ = _constant_batch()
+    out = _draws(mix, batches=6)
+    assert all(not np.array_equal(x, images) for x, _ in out[:4])
+    for x, target in out[4:]:
+        np.testing.assert_array_equal(x, images)
+        np.testing.assert_array_equal(target, np.eye(CLASSES, dtype=np.float32)[labels])
+    x, target = _draws(D.batch_mix(_cfg(mixup=1.0, mixup_off_epoch=2), CLASSES, start_epoch=2), 1)[0]
+    np.testing.assert_array_equal(x, images)   # a per-epoch loader of epoch 2 (0-based)
+
+
+def test_a_resumed_run_mixes_as_the_uninterrupted_one(data_dir):
+    """Host feed: the loader of epoch e mixes alike however often it is built. Sink mode (one pipeline for every
+    epoch, the epoch known by counting batches): the dataset built to resume at epoch 1 mixes epoch 1 as the one
+    built at epoch 0 did; with numpy's global state (as before) the two differed."""
+    cfg = load(None, {"data_dir": data_dir, "mixup": "0.5", "cutmix": "1.0", "image_resize": "16",
+                      "batch_size": "4", "num_parallel_workers": "1", "crop_pct": "1.0", "seed": "3"})
+    files = D.scan("folder", data_dir, "train")
+    tf = D.build_transforms(cfg, D.IMAGENET_MEAN, D.IMAGENET_STD, is_training=False)   # no random crops
+    steps = len(files) // 4
+
+    def loader(epoch):
+        idx = D.epoch_indices(len(files), epoch, cfg.seed, 0, 1)[:steps * 4]
+        dataset, _ = D.build_loader(cfg, files, idx, tf, is_training=True, epoch=epoch)
+        return list(dataset.create_tuple_iterator(output_numpy=True))
+
+    def sink(start, epochs):
+        dataset, _ = D.build_train_dataset(cfg, files, tf, 0, 1, steps, start)
+        dataset.output_shapes()                                # a getter first, as MindSpore's data_sink does
+        it = dataset.create_tuple_iterator(num_epochs=epochs, output_numpy=True)
+        return [list(it) for _ in range(epochs)]
+
+    def equal(a, b):
+        return len(a) == len(b) == steps and all(np.array_equal(x, u) and np.array_equal(y, v)
+                                                 for (x, y), (u, v) in zip(a, b))
+
+    np.random.seed(1)
+    first = loader(1)
+    np.random.seed(2)
+    assert equal(first, loader(1)) and not equal(first, loader(2))
+    fresh, resumed = sink(0, 2), sink(1, 1)
+    assert equal(fresh[1], resumed[0]) and not equal(fresh[0], fresh[1])
 
 
 def _shards(n, epoch, world, repeats, seed=7):

@@ -74,7 +74,8 @@ class TrainInputs:
         if self.cfg.log_sample_ids:
             run.folder.write_text(f"samples/rank{run.plan.rank}_epoch{epoch}.txt",
                                   "\n".join(map(str, idx.tolist())) + "\n")
-        return D.build_loader(self.cfg, self.train, idx, self.train_tf, is_training=True)
+        return D.build_loader(self.cfg, self.train, idx, self.train_tf, is_training=True, epoch=epoch - 1,
+                              rank=run.plan.rank)
 
     def sink_dataset(self, rank: int, world: int, start_epoch: int):
         """One dataset for every epoch from ``start_epoch`` (0-based count of finished epochs) on."""
