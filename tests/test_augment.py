@@ -177,6 +177,31 @@ def test_a_resumed_run_mixes_as_the_uninterrupted_one(data_dir):
     assert equal(fresh[1], resumed[0]) and not equal(fresh[0], fresh[1])
 
 
+def test_auto_augment_epochs_repeat_after_a_resume_and_differ_by_rank(data_dir):
+    """The engine seeds each epoch's augmentation (MindSpore's ops and the Python/numpy states MindCV's policies
+    draw from) by (seed, rank, epoch): one worker gives the same images for the same epoch whatever ran before,
+    another rank other images."""
+    import random
+    from mindshuffle.train.inputs import seed_augmentation
+    cfg = load(None, {"data_dir": data_dir, "auto_augment": "randaug-m9-mstd0.5", "image_resize": "16",
+                      "batch_size": "4", "num_parallel_workers": "1", "seed": "3"})
+    files = D.scan("folder", data_dir, "train")
+    tf, _ = D.input_transforms(cfg, D.IMAGENET_MEAN, D.IMAGENET_STD, True)
+    idx = np.arange(len(files))
+
+    def images(rank, epoch):
+        seed_augmentation(cfg.seed, rank, epoch)
+        dataset, _ = D.build_loader(cfg, files, idx, tf, is_training=True)
+        return np.concatenate([x for x, _ in dataset.create_tuple_iterator(output_numpy=True)])
+
+    first = images(0, 4)
+    random.seed(99)
+    np.random.seed(99)
+    assert np.array_equal(first, images(0, 4))
+    assert not np.array_equal(first, images(1, 4)) and not np.array_equal(first, images(0, 5))
+    assert seed_augmentation(3, 0, 4) == 3004   # rank 0's seed as before ranks were counted in
+
+
 def _shards(n, epoch, world, repeats, seed=7):
     return [D.epoch_indices(n, epoch, seed, r, world, repeats=repeats) for r in range(world)]
 

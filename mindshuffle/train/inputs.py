@@ -10,9 +10,22 @@ import numpy as np
 from .. import data as D
 from ..errors import DataError
 
-__all__ = ["TrainInputs"]
+__all__ = ["TrainInputs", "seed_augmentation"]
 
 log = logging.getLogger("mindshuffle")
+
+
+def seed_augmentation(seed: int, rank: int, epoch: int) -> int:
+    """Seed the random augmentation of ``epoch`` (0-based) on ``rank``: MindSpore's data ops and the global
+    Python and numpy states that MindCV's auto-augment policies draw from (alike after a resume; with several
+    pipeline workers their draws interleave). Each rank its own seed; rank 0's is ``seed * 1000 + epoch``."""
+    import random
+    import mindspore.dataset as ds
+    value = (seed * 1000 + epoch + 100_003 * rank) % 2 ** 32
+    ds.config.set_seed(value)
+    random.seed(value)
+    np.random.seed(value)
+    return value
 
 
 class TrainInputs:
@@ -66,10 +79,9 @@ class TrainInputs:
 
     def epoch_loader(self, epoch: int, run) -> tuple:
         """(loader, source) for the host feed; (None, source) in sink mode, where one dataset serves all."""
-        import mindspore.dataset as ds
         if run.plan.sink:
             return None, self.sink_source
-        ds.config.set_seed(self.cfg.seed * 1000 + epoch - 1)  # augmentation of this epoch, same after a resume
+        seed_augmentation(self.cfg.seed, run.plan.rank, epoch - 1)
         idx = self.indices(epoch, run.plan.rank, run.plan.world)
         if self.cfg.log_sample_ids:
             run.folder.write_text(f"samples/rank{run.plan.rank}_epoch{epoch}.txt",
@@ -79,8 +91,7 @@ class TrainInputs:
 
     def sink_dataset(self, rank: int, world: int, start_epoch: int):
         """One dataset for every epoch from ``start_epoch`` (0-based count of finished epochs) on."""
-        import mindspore.dataset as ds
-        ds.config.set_seed(self.cfg.seed * 1000 + start_epoch)
+        seed_augmentation(self.cfg.seed, rank, start_epoch)
         dataset, self.sink_source = D.build_train_dataset(self.cfg, self.train, self.train_tf, rank, world,
                                                           self.steps, start_epoch)
         return dataset
