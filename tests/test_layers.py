@@ -95,3 +95,15 @@ def test_no_circles():
     for m in sorted(graph):
         if m not in state:
             visit(m)
+
+
+def test_no_function_is_longer_than_80_lines():
+    """Short functions, one concern each: none in the package spans more than 80 lines (docstring included)."""
+    long = []
+    for name, path in sorted(_modules().items()):
+        for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > 80:
+                    long.append(f"{name}.{node.name}: {lines} lines")
+    assert not long, "functions over 80 lines:\n" + "\n".join(long)
