@@ -1,4 +1,4 @@
-"""Params, FLOPs and MAC counting (mindshuffle.analysis) against hand-computed values and published totals."""
+"""Params, FLOPs and MAC counting (mindshuffle.research.analysis) against hand-computed values and published totals."""
 import math
 
 import mindspore as ms
@@ -6,7 +6,7 @@ import pytest
 from mindspore import nn, ops
 
 from conftest import trainable_count
-from mindshuffle.analysis import conv_flops, conv_mac, mac_lower_bound, profile_cell, profile_model
+from mindshuffle.research.analysis import conv_flops, conv_mac, mac_lower_bound, profile_cell, profile_model
 from mindshuffle.registry import UnknownModelError
 
 

@@ -1,4 +1,4 @@
-"""mindshuffle.benchmark and the three tools (profile, guidelines, benchmark) at tiny sizes."""
+"""mindshuffle.research.benchmark and the three tools (profile, guidelines, benchmark) at tiny sizes."""
 import csv
 import json
 import os
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from mindspore import nn
 
-from mindshuffle import benchmark as B
+from mindshuffle.research import benchmark as B
 from cli_helpers import tool as _tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,6 +1,6 @@
 """The rest of the family: V2 + SE, V2*, V2-50, SE-ShuffleNet V2-164, V2+ (issue 6).
 
-FLOPs come from the project's profiler (mindshuffle.analysis: multiply-adds of convolutions and FC layers).
+FLOPs come from the project's profiler (mindshuffle.research.analysis: multiply-adds of convolutions and FC layers).
 """
 import glob
 import os
@@ -12,7 +12,7 @@ from mindspore import Tensor, nn
 
 from conftest import ROOT, trainable_count
 from mindshuffle import create_model, list_models, model_info
-from mindshuffle.analysis import profile_cell
+from mindshuffle.research.analysis import profile_cell
 from mindshuffle.models.shufflenet_v2_large import (AUX_LOSS_WEIGHTS, AuxHead, AuxHeadLoss, ResidualSEUnit,
                                                     SEShuffleNetV2Large, ShuffleNetV2_50)
 from mindshuffle.models.shufflenet_v2_plus import (ARCHITECTURE, BLOCK_KINDS, ShuffleNetV2Plus,

@@ -1,8 +1,8 @@
-"""The guideline experiments G1-G4: equal FLOPs of every setting (counted by mindshuffle.analysis), channel
+"""The guideline experiments G1-G4: equal FLOPs of every setting (counted by mindshuffle.research.analysis), channel
 arithmetic, the paper's figures, and a tiny timed run."""
 import pytest
 
-from mindshuffle import guidelines as G
+from mindshuffle.research import guidelines as G
 
 
 @pytest.mark.parametrize("widths", [G.DEFAULT_WIDTHS, G.GPU_WIDTHS], ids=["default", "gpu"])

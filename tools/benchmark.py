@@ -115,7 +115,7 @@ def main(argv=None) -> int:
 
     import mindspore as ms
     from tqdm import tqdm
-    from mindshuffle import benchmark as B
+    from mindshuffle.research import benchmark as B
     from mindshuffle.builder import list_models, model_info
     from mindshuffle.registry import UnknownModelError
 
@@ -156,7 +156,7 @@ def main(argv=None) -> int:
 def _write(stem: str, head: list, rows: list, results: list, args, batch_sizes: tuple) -> None:
     """<stem>.csv (the table), .md (the table and how it was measured) and .json (everything)."""
     import mindspore as ms
-    from mindshuffle.analysis import write_text_atomic
+    from mindshuffle.research.analysis import write_text_atomic
     meta = dict(date=time.strftime("%Y-%m-%d %H:%M:%S"), host=platform.node(), machine=platform.machine(),
                 cpus=os.cpu_count(), mindspore=ms.__version__, device=args.device, batch_sizes=batch_sizes,
                 train_batch_size=args.train_batch_size, image_size=args.image_size, warmup=args.warmup,

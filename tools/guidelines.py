@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="CPU", help="MindSpore device_target (default CPU)")
     args = ap.parse_args(argv)
 
-    from mindshuffle import guidelines as G
+    from mindshuffle.research import guidelines as G
     from mindshuffle.errors import OutputExistsError
     from mindshuffle.fileio import refuse_existing
 
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
 
     import mindspore as ms
     from tqdm import tqdm
-    from mindshuffle.analysis import write_text_atomic
+    from mindshuffle.research.analysis import write_text_atomic
 
     ms.set_context(mode=ms.GRAPH_MODE, device_target=args.device)
     for e in exps:  # fail fast: equal FLOPs scale with depth and map size alike, so a tiny copy tells

@@ -46,7 +46,7 @@ def main(argv=None) -> int:
         return 2
 
     import mindspore as ms
-    from mindshuffle.analysis import profile_model
+    from mindshuffle.research.analysis import profile_model
     from mindshuffle.builder import model_info
     from mindshuffle.registry import UnknownModelError
 
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     print(totals)
     if ref:
         print(ref)
-    from mindshuffle.analysis import write_text_atomic
+    from mindshuffle.research.analysis import write_text_atomic
     if args.csv:
         prof.to_csv(args.csv)
     if args.md:

@@ -46,7 +46,7 @@ class ZeroPadAvgPool(nn.Cell):
     the padding as zeros), bit for bit on CPU (tests/test_ascend_build.py), but as a zero pad followed by an
     unpadded pool: MindSpore 2.7.1 refuses to build a padded ``nn.AvgPool2d`` for Ascend 910B and 910_93
     (Atlas A2/A3), and ONNX export can express both pieces. The two are operators, not cells, so the pool
-    stays one leaf cell for ``mindshuffle.analysis`` (its MAC is input + output, as before).
+    stays one leaf cell for ``mindshuffle.research.analysis`` (its MAC is input + output, as before).
     """
 
     def __init__(self, kernel_size: int = 3, stride: int = 2, padding: int = 1):

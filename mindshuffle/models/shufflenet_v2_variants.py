@@ -21,7 +21,7 @@ __all__ = ["V2_STAR_MMAP"]
 
 _PAPER = "ShuffleNet V2 (Ma et al., ECCV 2018)"
 
-# width -> (trainable params, MFLOPs at 224 px as mindshuffle.analysis counts them)
+# width -> (trainable params, MFLOPs at 224 px as mindshuffle.research.analysis counts them)
 _SE_META = {0.5: (1_424_688, 40.53), 1.0: (2_623_443, 146.16), 1.5: (4_301_328, 299.76), 2.0: (8_931_251, 592.30)}
 _STAR_META = {0.5: (1_375_296, 42.89), 1.0: (2_301_354, 150.69), 1.5: (3_540_864, 306.01),
               2.0: (7_449_834, 600.28)}

@@ -15,7 +15,7 @@ FLOPs counted by ``analysis.profile_cell`` and checked equal within 1% per colum
 otherwise), then timed in the current mode (use graph mode), the settings of a column round-robin
 (``benchmark.measure_interleaved``), reporting the median or the fastest of the repeats.
 
-    from mindshuffle.guidelines import run_experiment, format_table
+    from mindshuffle.research.guidelines import run_experiment, format_table
     res = run_experiment("G1", batch_size=8, image_size=56)
     print(format_table(res))
 

@@ -3,7 +3,7 @@
 ShuffleNet V2's point is that FLOPs are an indirect metric: two layers of equal FLOPs can differ in memory
 access cost (MAC) and so in speed. This module counts both, per layer, for any ``nn.Cell``:
 
-    from mindshuffle.analysis import profile_model
+    from mindshuffle.research.analysis import profile_model
     prof = profile_model("shufflenet_v2_x1_0", image_size=224)
     print(prof.table())                  # layer, kind, output shape, params, FLOPs, MAC, MAC / G1 bound
     prof.flops, prof.params, prof.mac    # totals (FLOPs = multiply-adds, per image)
@@ -41,7 +41,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn
 
-from .fileio import atomic_text
+from ..fileio import atomic_text
 
 __all__ = ["LayerStat", "Profile", "profile_model", "profile_cell", "conv_flops", "conv_mac", "mac_lower_bound",
            "relative_spread", "conv_output_shape"]
@@ -393,7 +393,7 @@ def profile_model(name: str, image_size: int = 224, num_classes: int = 1000, in_
                   **kwargs) -> Profile:
     """Build the registered model ``name`` and profile it at ``image_size`` px (see ``profile_cell``).
     Unknown names raise ``registry.UnknownModelError``."""
-    from .builder import create_model
+    from ..builder import create_model
 
     net = create_model(name, num_classes=num_classes, in_channels=in_channels, **kwargs)
     return profile_cell(net, (in_channels, image_size, image_size), name=name)

@@ -165,7 +165,7 @@ def mindcv_name(name: str) -> str | None:
     known = set(mindcv.list_models())
     candidates = [name]
     try:
-        from .builder import model_info
+        from ..builder import model_info
         info = model_info(name)
         candidates += [info.name, *info.aliases]
     except KeyError:
@@ -182,7 +182,7 @@ def _measure_net(build, batch_sizes, train_batch_size, image_size, num_classes, 
     net = build()
     out["params_M"] = sum(int(np.prod(p.shape)) for p in net.trainable_params()) / 1e6
     if fuse != "none":  # inference as deployed: BatchNorm folded (and the native CPU kernels with "fast")
-        from .layers import fuse_model
+        from ..layers import fuse_model
         fuse_model(net, fast=fuse == "fast")
     compile_s = None
     for bs in batch_sizes:
@@ -216,7 +216,7 @@ def benchmark_model(name: str, batch_sizes=(1, 8), train_batch_size: int = 8, im
     folded, native CPU kernels), "plain" (folded, plain MindSpore ops, as exported) or "none" (as trained);
     MindCV's model always runs as it ships. Unknown names raise ``registry.UnknownModelError`` before anything
     runs. ``statistic`` as in ``inference``."""
-    from .builder import model_info
+    from ..builder import model_info
 
     info = model_info(name)  # fails fast on unknown names
     _stat({"median_ms": 1.0, "min_ms": 1.0}, statistic)  # validate before spending minutes
@@ -244,7 +244,7 @@ def _measure_one(source: str, name: str, batch_sizes, train_batch_size, image_si
         def build():
             return mindcv.create_model(name, num_classes=num_classes, pretrained=False)
     else:
-        from .builder import create_model
+        from ..builder import create_model
 
         def build():
             return create_model(name, num_classes=num_classes)
@@ -278,14 +278,14 @@ def run_isolated(fn, *args, **kwargs):
     import subprocess
     import tempfile
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     with tempfile.TemporaryDirectory(prefix="mindshuffle-bench-") as tmp:
         task, result = os.path.join(tmp, "task.pkl"), os.path.join(tmp, "result.pkl")
         with open(task, "wb") as f:
             pickle.dump((ms.get_context("mode"), ms.get_context("device_target"), fn, args, kwargs), f)
         env = dict(os.environ)
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-        code = f"from mindshuffle.benchmark import _child_main; _child_main({task!r}, {result!r})"
+        code = f"from mindshuffle.research.benchmark import _child_main; _child_main({task!r}, {result!r})"
         proc = subprocess.run([sys.executable, "-c", code], env=env, stdout=sys.stderr.fileno()
                               if hasattr(sys.stderr, "fileno") and _has_fileno(sys.stderr) else None)
         if not os.path.exists(result):
