@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 
+from .errors import DataError
 from .fileio import atomic_npy, atomic_text
 
 __all__ = ["Accumulator", "evaluate", "summarize", "save_report"]
@@ -98,21 +99,22 @@ def io_csv(rows: list) -> str:
 def _class_list(cfg) -> tuple:
     """Label order: classes.json beside the checkpoint (written by the engine), else the training split."""
     import json
-    from . import data as D
+    from .data.digits import prepare_digits
+    from .data.files import default_data_dir, scan
     saved = os.path.join(os.path.dirname(os.path.abspath(cfg.ckpt_path)), "classes.json")
     if os.path.isfile(saved):
         with open(saved) as f:
             d = json.load(f)
         return d["classes"], d.get("names") or d["classes"]
     if cfg.dataset == "tiny_imagenet":
-        files = D.scan(cfg.dataset, cfg.data_dir, "val")
+        files = scan(cfg.dataset, cfg.data_dir, "val")
         return files.classes, files.names
-    root = os.path.join(cfg.data_dir or D.default_data_dir(cfg.dataset), cfg.train_split)
+    root = os.path.join(cfg.data_dir or default_data_dir(cfg.dataset), cfg.train_split)
     if cfg.dataset == "digits":
-        D.prepare_digits(cfg.data_dir or D.default_data_dir(cfg.dataset))
+        prepare_digits(cfg.data_dir or default_data_dir(cfg.dataset))
     if not os.path.isdir(root):
-        raise D.DataError(f"cannot tell the class order: neither classes.json beside the checkpoint nor "
-                          f"{root!r} exists")
+        raise DataError(f"cannot tell the class order: neither classes.json beside the checkpoint nor "
+                        f"{root!r} exists")
     classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
     return classes, classes
 
@@ -122,13 +124,16 @@ def run_validation(cfg) -> dict:
     ``paths`` (the saved report files) and ``worst`` (the five lowest per-class accuracies)."""
     import json
     import mindspore as ms
-    from . import data as D
+    from .data.files import scan
+    from .data.loader import build_loader
+    from .data.stats import resolve_stats
+    from .data.transforms import build_transforms
     from .checkpoints import checkpoint_metadata, normalize_preprocess, read_checkpoint, rebuild_kwargs
     from .builder import create_model
 
     ms.set_context(mode=ms.GRAPH_MODE if cfg.mode == 0 else ms.PYNATIVE_MODE, device_target=cfg.device_target)
     classes, names = _class_list(cfg)
-    files = D.scan(cfg.dataset, cfg.data_dir, cfg.val_split, classes=classes)
+    files = scan(cfg.dataset, cfg.data_dir, cfg.val_split, classes=classes)
     raw = read_checkpoint(cfg.ckpt_path)
     state = raw.get("mindshuffle_state")
     state = json.loads(state) if isinstance(state, str) else {}
@@ -141,14 +146,14 @@ def run_validation(cfg) -> dict:
     elif state.get("mean") and cfg.mean == "auto":
         mean, std = state["mean"], state["std"]  # the statistics the model was trained with
     else:
-        mean, std = D.resolve_stats(cfg, D.scan(cfg.dataset, cfg.data_dir, cfg.train_split, classes=classes)
-                                    if cfg.mean == "auto" or cfg.std == "auto" else files)
+        mean, std = resolve_stats(cfg, scan(cfg.dataset, cfg.data_dir, cfg.train_split, classes=classes)
+                                  if cfg.mean == "auto" or cfg.std == "auto" else files)
     num_classes = cfg.num_classes or state.get("num_classes") or len(classes)
     net = create_model(cfg.model, num_classes=num_classes, checkpoint_path=cfg.ckpt_path,
                        **rebuild_kwargs(meta, cfg.model, cfg.model_kwargs))
     net.set_train(False)
-    tf = D.build_transforms(cfg, mean, std, is_training=False, bgr=bgr)
-    loader, source = D.build_loader(cfg, files, np.arange(len(files)), tf, is_training=False)
+    tf = build_transforms(cfg, mean, std, is_training=False, bgr=bgr)
+    loader, source = build_loader(cfg, files, np.arange(len(files)), tf, is_training=False)
     def forward(x):
         return net(x)
 
@@ -157,7 +162,7 @@ def run_validation(cfg) -> dict:
         acc = evaluate(predict, loader.create_tuple_iterator(num_epochs=1), num_classes)
     except RuntimeError:
         if source.first_error:
-            raise D.DataError(source.first_error) from None
+            raise DataError(source.first_error) from None
         raise
     res = summarize(acc)
     labels = list(names) + [f"class_{i}" for i in range(len(names), num_classes)]

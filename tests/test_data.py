@@ -8,6 +8,8 @@ import pytest
 from PIL import Image
 
 from mindshuffle import data as D
+from mindshuffle.data.checks import _image_problem
+from mindshuffle.data.source import _Source
 from mindshuffle.recipe import load
 
 
@@ -163,14 +165,14 @@ def test_unreadable_image_skipped_or_fatal(tmp_path, caplog):
         _img(str(tmp_path / "train" / "a" / f"{i}.png"), i)
     (tmp_path / "train" / "a" / "1.png").write_bytes(b"\x89PNG broken")
     tr = D.scan("folder", str(tmp_path), "train")
-    src = D._Source(tr, np.arange(3), strict=False)
+    src = _Source(tr, np.arange(3), strict=False)
     with caplog.at_level("WARNING"):
         imgs = [src[k][0] for k in range(3)]
         src[1]
     assert len(imgs) == 3 and np.array_equal(imgs[1], imgs[2])       # the next readable image stands in
     warned = [r for r in caplog.records if "1.png" in r.getMessage()]
     assert len(warned) == 1                                          # named once
-    strict = D._Source(tr, np.arange(3), strict=True)
+    strict = _Source(tr, np.arange(3), strict=True)
     with pytest.raises(D.DataError, match=r"unreadable image .*1\.png"):
         strict[1]
     assert "1.png" in strict.first_error
@@ -281,13 +283,13 @@ def test_cheap_checks_refuse_what_would_crash_the_decoder():
     png = io.BytesIO()
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(png, format="PNG")
     png = png.getvalue()
-    assert D._image_problem(good) is None and D._image_problem(png) is None
-    assert D._image_problem(b"") == "empty file, 0 bytes"
-    assert "header" in D._image_problem(good[:sos // 2])                 # cut inside the header
-    assert "end-of-image" in D._image_problem(good[:len(good) // 2 + sos // 2])   # cut inside the data
-    assert "Huffman" in D._image_problem(bytes(dht))
-    assert "IEND" in D._image_problem(png[:-12]) and "PNG" in D._image_problem(png[:20])
-    assert "not a JPEG" in D._image_problem(b"GIF89a....")
+    assert _image_problem(good) is None and _image_problem(png) is None
+    assert _image_problem(b"") == "empty file, 0 bytes"
+    assert "header" in _image_problem(good[:sos // 2])                 # cut inside the header
+    assert "end-of-image" in _image_problem(good[:len(good) // 2 + sos // 2])   # cut inside the data
+    assert "Huffman" in _image_problem(bytes(dht))
+    assert "IEND" in _image_problem(png[:-12]) and "PNG" in _image_problem(png[:20])
+    assert "not a JPEG" in _image_problem(b"GIF89a....")
 
 
 def _bad_folder(root):

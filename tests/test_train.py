@@ -347,19 +347,19 @@ def test_bgr_transform_swaps_channels_before_normalising(rng):
 
 def test_validate_uses_the_checkpoint_preprocessing(full_run, tmp_path, monkeypatch):
     """A checkpoint that records BGR 0-255 input (as converted Megvii weights do) is validated that way."""
-    from mindshuffle import data as D
+    from mindshuffle.data import transforms
     from mindshuffle.checkpoints import save_checkpoint
     from mindshuffle.evaluate import run_validation
     net = shallow_net(checkpoint_path=os.path.join(full_run, "best.ckpt"))
     net.preprocess = {"channel_order": "BGR", "mean": [0, 0, 0], "std": [1, 1, 1]}
     ckpt = save_checkpoint(net, str(tmp_path / "bgr.ckpt"))
     seen = {}
-    real = D.build_transforms
+    real = transforms.build_transforms
 
     def spy(cfg, mean, std, is_training, bgr=False):
         seen.update(mean=list(mean), std=list(std), bgr=bgr)
         return real(cfg, mean, std, is_training, bgr=bgr)
-    monkeypatch.setattr(D, "build_transforms", spy)
+    monkeypatch.setattr(transforms, "build_transforms", spy)  # where run_validation imports it from
     cfg = load(os.path.join(full_run, "recipe.yaml"), {"ckpt_path": ckpt})
     res = run_validation(cfg)
     assert seen == {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "bgr": True}

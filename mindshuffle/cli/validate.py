@@ -42,7 +42,7 @@ def main(argv=None) -> int:
         return 0 if argv else 2
     from mindshuffle import recipe as R
     from mindshuffle.checkpoints import CheckpointError
-    from mindshuffle.data import DataError
+    from mindshuffle.errors import DataError
     from mindshuffle.registry import UnknownModelError
     try:
         config = pop_option(argv, "--config", "-c")  # -c as in MindCV's validate.py

@@ -7,7 +7,11 @@ import math
 
 import numpy as np
 
-from .. import data as D
+from ..data.files import FileList, scan
+from ..data.loader import build_loader, build_train_dataset
+from ..data.sampling import epoch_indices
+from ..data.stats import resolve_stats
+from ..data.transforms import input_transforms
 from ..errors import DataError
 
 __all__ = ["TrainInputs", "seed_augmentation"]
@@ -33,8 +37,8 @@ class TrainInputs:
 
     def __init__(self, cfg, world: int):
         self.cfg = cfg
-        self.train = self._subset(cfg, D.scan(cfg.dataset, cfg.data_dir, cfg.train_split))
-        self.val = D.scan(cfg.dataset, cfg.data_dir, cfg.val_split, classes=self.train.classes) \
+        self.train = self._subset(cfg, scan(cfg.dataset, cfg.data_dir, cfg.train_split))
+        self.val = scan(cfg.dataset, cfg.data_dir, cfg.val_split, classes=self.train.classes) \
             if cfg.val_while_train else None
         self.num_classes = cfg.num_classes or len(self.train.classes)
         if self.num_classes < len(self.train.classes):
@@ -55,16 +59,16 @@ class TrainInputs:
         if not cfg.num_samples or cfg.num_samples >= len(files):
             return files
         keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(files))[:cfg.num_samples])
-        return D.FileList([files.paths[i] for i in keep], files.labels[keep], files.classes, files.names,
-                          files.root)
+        return FileList([files.paths[i] for i in keep], files.labels[keep], files.classes, files.names,
+                        files.root)
 
     def prepare(self, cache_dir: str | None) -> None:
         """Mean/std (``auto`` computes and caches them) and the transforms; ``prep`` is the cell the compiled
         step applies first when normalisation happens on the device (None: the pipeline normalised)."""
         cfg = self.cfg
-        self.mean, self.std = D.resolve_stats(cfg, self.train, cache_dir=cache_dir)
-        self.train_tf, self.prep = D.input_transforms(cfg, self.mean, self.std, is_training=True)
-        self.val_tf, _ = D.input_transforms(cfg, self.mean, self.std, is_training=False)
+        self.mean, self.std = resolve_stats(cfg, self.train, cache_dir=cache_dir)
+        self.train_tf, self.prep = input_transforms(cfg, self.mean, self.std, is_training=True)
+        self.val_tf, _ = input_transforms(cfg, self.mean, self.std, is_training=False)
         log.info("data: %d train images (%d per card), %s val images, %d classes, %d steps/epoch; mean %s std %s; "
                  "normalised on the %s", len(self.train), self.per_rank, len(self.val) if self.val else "no",
                  self.num_classes, self.steps, [round(x, 2) for x in self.mean], [round(x, 2) for x in self.std],
@@ -73,8 +77,8 @@ class TrainInputs:
     def indices(self, epoch: int, rank: int, world: int) -> np.ndarray:
         """The training samples rank ``rank`` sees in ``epoch`` (1-based), as the loader will read them."""
         cfg = self.cfg
-        idx = D.epoch_indices(len(self.train), epoch - 1, cfg.seed, rank, world, shuffle=cfg.shuffle,
-                              repeats=cfg.aug_repeats)
+        idx = epoch_indices(len(self.train), epoch - 1, cfg.seed, rank, world, shuffle=cfg.shuffle,
+                            repeats=cfg.aug_repeats)
         return idx[:self.steps * cfg.batch_size] if cfg.drop_remainder else idx[:self.per_rank]
 
     def epoch_loader(self, epoch: int, run) -> tuple:
@@ -86,12 +90,12 @@ class TrainInputs:
         if self.cfg.log_sample_ids:
             run.folder.write_text(f"samples/rank{run.plan.rank}_epoch{epoch}.txt",
                                   "\n".join(map(str, idx.tolist())) + "\n")
-        return D.build_loader(self.cfg, self.train, idx, self.train_tf, is_training=True, epoch=epoch - 1,
-                              rank=run.plan.rank)
+        return build_loader(self.cfg, self.train, idx, self.train_tf, is_training=True, epoch=epoch - 1,
+                            rank=run.plan.rank)
 
     def sink_dataset(self, rank: int, world: int, start_epoch: int):
         """One dataset for every epoch from ``start_epoch`` (0-based count of finished epochs) on."""
         seed_augmentation(self.cfg.seed, rank, start_epoch)
-        dataset, self.sink_source = D.build_train_dataset(self.cfg, self.train, self.train_tf, rank, world,
-                                                          self.steps, start_epoch)
+        dataset, self.sink_source = build_train_dataset(self.cfg, self.train, self.train_tf, rank, world,
+                                                        self.steps, start_epoch)
         return dataset

@@ -61,13 +61,14 @@ def train_one_epoch(run, epoch: int) -> dict:
 def validate(run, files) -> Accumulator:
     """Each rank evaluates its shard with the compiled eval step; the confusion matrices are summed across
     ranks (float32 all-reduce)."""
-    from .. import data as D
-    idx = D.epoch_indices(len(files), 0, run.cfg.seed, run.plan.rank, run.plan.world, shuffle=False, pad=False)
+    from ..data.loader import build_loader
+    from ..data.sampling import epoch_indices
+    idx = epoch_indices(len(files), 0, run.cfg.seed, run.plan.rank, run.plan.world, shuffle=False, pad=False)
     run.net.set_train(False)
     acc = Accumulator(run.num_classes)
     try:
         if len(idx):
-            loader, source = D.build_loader(run.cfg, files, idx, run.data.val_tf, is_training=False)
+            loader, source = build_loader(run.cfg, files, idx, run.data.val_tf, is_training=False)
             try:
                 for x, y in loader.create_tuple_iterator(num_epochs=1):
                     acc.update(run.eval_step(x).asnumpy(), y.asnumpy())
