@@ -143,7 +143,7 @@ def run_validation(cfg) -> dict:
     ``paths`` (the saved report files) and ``worst`` (the five lowest per-class accuracies)."""
     import json
     import mindspore as ms
-    from . import data as D
+    from . import accel, data as D
     from .checkpoints import checkpoint_metadata, normalize_preprocess, read_checkpoint, rebuild_kwargs
     from .builder import create_model
 
@@ -168,6 +168,7 @@ def run_validation(cfg) -> dict:
     net = create_model(cfg.model, num_classes=num_classes, checkpoint_path=cfg.ckpt_path,
                        **rebuild_kwargs(meta, cfg.model, cfg.model_kwargs))
     net.set_train(False)
+    accel.default(net, "infer", cfg.accelerate)  # on CPU: BatchNorm folded, the CPU kernels
     tf = D.build_transforms(cfg, mean, std, is_training=False, bgr=bgr)
     loader, source = D.build_loader(cfg, files, np.arange(len(files)), tf, is_training=False)
     def forward(x):

@@ -17,7 +17,7 @@ import sys
 
 os.environ.setdefault("GLOG_v", "3")
 
-from .common import add_weights_args, error, weights_file  # noqa: E402
+from .common import add_accelerate_arg, add_weights_args, error, weights_file  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -28,6 +28,7 @@ def main(argv=None) -> int:
     ap.add_argument("--topk", type=int, default=5)
     ap.add_argument("--batch_size", type=int, default=8)
     ap.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
+    add_accelerate_arg(ap)
     args = ap.parse_args(argv)
     if not args.ckpt_path and not args.pretrained:
         return error("give --ckpt_path, or --model NAME --pretrained for its published weights")
@@ -37,7 +38,7 @@ def main(argv=None) -> int:
         ckpt = weights_file(args)
         from mindshuffle.export import Predictor
         pred = Predictor(ckpt, model=args.model, labels=args.labels, topk=args.topk,
-                         batch_size=args.batch_size)
+                         batch_size=args.batch_size, accelerate=args.accelerate)
         results = pred.predict(args.inputs)
     except (MindshuffleError, UnknownModelError, OSError) as e:
         return error(e)
