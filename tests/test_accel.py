@@ -12,7 +12,7 @@ import pytest
 import mindspore as ms
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
-from conftest import randomize
+from conftest import GraphCall, randomize
 
 from mindshuffle import accel
 from mindshuffle.accel import accelerate
@@ -344,9 +344,9 @@ def test_v2_runs_its_fused_paths(variant, fast_units):
     assert pointwise and all(c.pw_op is not None for c in pointwise)
     x = Tensor(RNG.standard_normal((2, 3, 64, 64)).astype(np.float32))
     plain.set_train(False)
-    _close(_Call(fast.stem)(x).asnumpy(), _Call(plain.stem)(x).asnumpy(), 1e-5, "folded stem")
-    feats = _Call(fast.forward_features)(x).asnumpy()
-    _close(feats, _Call(plain.forward_features)(x).asnumpy(), 1e-4, "folded features")
+    _close(GraphCall(fast.stem)(x).asnumpy(), GraphCall(plain.stem)(x).asnumpy(), 1e-5, "folded stem")
+    feats = GraphCall(fast.forward_features)(x).asnumpy()
+    _close(feats, GraphCall(plain.forward_features)(x).asnumpy(), 1e-4, "folded features")
     assert feats.min() >= 0
 
 
@@ -365,17 +365,6 @@ def test_plain_undoes_the_rewrite_and_export_runs_plain():
     _close(fast(x).asnumpy(), plain(x).asnumpy(), 1e-5, "exported")
 
 
-class _Call(nn.Cell):
-    """``fn(*inputs)`` as a graph (the native ops are graph-mode operators)."""
-
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def construct(self, *inputs):
-        return self.fn(*inputs)
-
-
 def _relu_bias(x, b):
     return np.maximum(x + b.reshape(1, -1, 1, 1), 0)
 
@@ -388,17 +377,17 @@ def test_inference_kernels_apply_the_pending_bias_and_relu():
     ba, bb = RNG.standard_normal(6).astype(np.float32), RNG.standard_normal(4).astype(np.float32)
     cat = np.concatenate([_relu_bias(a, ba), _relu_bias(b, bb)], 1)
     inputs = [Tensor(v) for v in (a, ba, b, bb)]
-    e, o = _Call(K.act_cat_split(lib))(*inputs)
+    e, o = GraphCall(K.act_cat_split(lib))(*inputs)
     np.testing.assert_array_equal(e.asnumpy(), cat[:, 0::2])
     np.testing.assert_array_equal(o.asnumpy(), cat[:, 1::2])
-    np.testing.assert_array_equal(_Call(K.act_cat(lib))(*inputs).asnumpy(), cat)
-    np.testing.assert_allclose(_Call(K.act_avgpool(lib))(Tensor(a), Tensor(ba)).asnumpy(),
+    np.testing.assert_array_equal(GraphCall(K.act_cat(lib))(*inputs).asnumpy(), cat)
+    np.testing.assert_allclose(GraphCall(K.act_avgpool(lib))(Tensor(a), Tensor(ba)).asnumpy(),
                                _relu_bias(a, ba).mean((2, 3)), rtol=1e-6, atol=1e-6)
     for stride in (1, 2):
         x = RNG.standard_normal((2, 5, 9, 8)).astype(np.float32)
         bin_, bias = RNG.standard_normal(5).astype(np.float32), RNG.standard_normal(5).astype(np.float32)
         w = RNG.standard_normal((5, 1, 3, 3)).astype(np.float32)
-        got = _Call(K.depthwise3x3(lib, stride, bias=True, act_in=True))(Tensor(x), Tensor(bin_), Tensor(w), Tensor(bias))
+        got = GraphCall(K.depthwise3x3(lib, stride, bias=True, act_in=True))(Tensor(x), Tensor(bin_), Tensor(w), Tensor(bias))
         ref = _np_dw(_relu_bias(x, bin_), w, stride)[0] + bias.reshape(1, -1, 1, 1)
         np.testing.assert_allclose(got.asnumpy(), ref, rtol=1e-5, atol=1e-5)
 
@@ -412,7 +401,7 @@ def test_native_conv1x1_equals_conv2d(n, cin, cout, h, w):
     lib = _lib()
     x = RNG.standard_normal((n, cin, h, w)).astype(np.float32)
     wt = RNG.standard_normal((cout, cin, 1, 1)).astype(np.float32)
-    got = _Call(K.conv1x1(lib))(Tensor(x), Tensor(wt)).asnumpy()
+    got = GraphCall(K.conv1x1(lib))(Tensor(x), Tensor(wt)).asnumpy()
     ref = np.einsum("nchw,oc->nohw", x.astype(np.float64), wt[:, :, 0, 0].astype(np.float64))
     assert got.shape == ref.shape
     _close(got, ref, 1e-5, "conv1x1")
@@ -429,7 +418,7 @@ def test_native_stem_equals_conv_relu_maxpool(size, cin, cout):
     ref = ops.relu(ops.conv2d(Tensor(x), Tensor(w), pad_mode="pad", padding=1, stride=2) +
                    Tensor(b).reshape(1, -1, 1, 1))
     ref = nn.MaxPool2d(3, 2, pad_mode="pad", padding=1)(ref).asnumpy()
-    got = _Call(K.stem_conv_pool(lib))(Tensor(x), Tensor(w), Tensor(b)).asnumpy()
+    got = GraphCall(K.stem_conv_pool(lib))(Tensor(x), Tensor(w), Tensor(b)).asnumpy()
     assert got.shape == ref.shape
     _close(got, ref, 1e-5, "stem")
 

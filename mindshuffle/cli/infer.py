@@ -9,6 +9,8 @@ Inputs: image files, folders (searched recursively) and .txt lists (one path a l
 preprocessing is used (e.g. BGR 0-255 for converted Megvii weights). Labels: a text file (one name a line),
 Tiny ImageNet's folder or words.txt, a folder of class folders; by default the names the checkpoint recorded.
 An unreadable image is reported by name on stderr and the others go on; the exit code is then 1.
+On CPU the model runs with BatchNorm folded on mindshuffle's CPU kernels (``--accelerate False``: MindSpore's
+kernels only).
 """
 import argparse
 import json
