@@ -28,7 +28,7 @@ setup(
     long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["mindshuffle", "mindshuffle.*"]),
-    package_data={"mindshuffle": ["csrc/*.cc", "csrc/*.h"]},
+    package_data={"mindshuffle.accel.cpu": ["csrc/*.cc", "csrc/*.h"]},
     python_requires=">=3.11,<3.12",
     install_requires=[
         # a range: on Ascend, MindSpore comes paired with the cluster's CANN drivers and must not be replaced;

@@ -1,9 +1,11 @@
 """Throughput of mindshuffle's ShuffleNet V2 against MindCV's and torchvision's, measured in one run.
 
 For each width (x0.5, x1.0) it times, at batch 32 and 224 px on the CPU:
-  inference   - a forward pass in eval mode (mindshuffle: BatchNorm folded by ``fuse_model``; MindCV as it
-                ships; torchvision under ``torch.inference_mode``),
-  train step  - forward, softmax cross-entropy, backward and an SGD-momentum update (lr 0.01, momentum 0.9).
+  inference   - a forward pass in eval mode (mindshuffle: the default of validate, infer and the Predictor on
+                CPU, ``accel.accelerate(net, "infer")``: BatchNorm folded, the CPU kernels; MindCV as it ships;
+                torchvision under ``torch.inference_mode``),
+  train step  - forward, softmax cross-entropy, backward and an SGD-momentum update (lr 0.01, momentum 0.9);
+                mindshuffle as the training engine runs it on CPU (``accel.accelerate(net, "train")``).
 MindSpore runs in graph mode. torchvision runs in another Python (``--torch-python``) through
 ``bench/torch_worker.py``, so its numbers come from the same run and the same machine state.
 
@@ -71,7 +73,7 @@ def _mindspore_entries(args, widths, modes, sources):
     ms.set_context(**ctx)
     import mindcv
     import mindshuffle
-    from mindshuffle.layers import fuse_model
+    from mindshuffle.accel import accelerate
 
     rng = np.random.default_rng(0)
     x = Tensor(rng.standard_normal((args.batch, 3, args.size, args.size), dtype=np.float32))
@@ -86,9 +88,11 @@ def _mindspore_entries(args, widths, modes, sources):
         net = build(source, width)
         if mode == "infer":
             net.set_train(False)
-            if source == "mindshuffle" and not args.no_fuse:
-                fuse_model(net, fast=True)
+            if source == "mindshuffle":  # the default path (--no-fuse: accelerated, BatchNorm not folded)
+                accelerate(net, "train" if args.no_fuse else "infer")
             return lambda: net(x).asnumpy()
+        if source == "mindshuffle":
+            accelerate(net, "train")
         loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
         opt = nn.Momentum(net.trainable_params(), learning_rate=0.01, momentum=0.9)
         step = nn.TrainOneStepCell(nn.WithLossCell(net, loss), opt)
@@ -269,9 +273,11 @@ def main(argv=None):
         "- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
         f"- batch {args.batch}, {args.size} px, float32, MindSpore GRAPH_MODE on CPU; "
         f"median of {args.rounds} interleaved rounds x {args.iters} iterations after {args.warmup} warm-up steps",
-        "- inference: eval mode; mindshuffle with BatchNorm folded and its CPU fast paths (`mindshuffle.layers.fuse_model(net, fast=True)`)"
+        "- inference: eval mode; mindshuffle as validate.py, infer.py and the Predictor run it on CPU: BatchNorm folded, "
+        "CPU accelerator on (`mindshuffle.accel.accelerate(net, \"infer\")`)"
         + (" - DISABLED (--no-fuse)" if args.no_fuse else ""),
-        "- train step: forward + softmax cross-entropy + backward + SGD momentum 0.9 (MindSpore "
+        "- train step: forward + softmax cross-entropy + backward + SGD momentum 0.9, mindshuffle accelerated as the "
+        "engine trains (`accelerate(net, \"train\")`) (MindSpore "
         "`nn.TrainOneStepCell` + `nn.Momentum`; PyTorch `torch.optim.SGD`)",
         "",
         table,

@@ -128,6 +128,7 @@ def run_validation(cfg) -> dict:
     from .data.loader import build_loader
     from .data.stats import resolve_stats
     from .data.transforms import build_transforms
+    from . import accel
     from .checkpoints import checkpoint_metadata, normalize_preprocess, read_checkpoint, rebuild_kwargs
     from .builder import create_model
 
@@ -152,6 +153,7 @@ def run_validation(cfg) -> dict:
     net = create_model(cfg.model, num_classes=num_classes, checkpoint_path=cfg.ckpt_path,
                        **rebuild_kwargs(meta, cfg.model, cfg.model_kwargs))
     net.set_train(False)
+    accel.default(net, "infer", cfg.accelerate)  # on CPU: BatchNorm folded, the CPU kernels
     tf = build_transforms(cfg, mean, std, is_training=False, bgr=bgr)
     loader, source = build_loader(cfg, files, np.arange(len(files)), tf, is_training=False)
     def forward(x):

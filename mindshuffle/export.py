@@ -16,6 +16,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn
 
+from . import accel
 from .checkpoints import CheckpointError, checkpoint_metadata, normalize_preprocess, read_checkpoint, rebuild_kwargs
 from .errors import MindshuffleError
 from .fileio import TMP_PREFIX, atomic_path
@@ -74,9 +75,11 @@ def load_checkpoint_model(checkpoint: str = "", model: str | None = None, num_cl
 # export
 
 def make_exportable(net: nn.Cell, fuse: bool = True) -> nn.Cell:
-    """Prepare ``net`` (in place) for export: eval mode, BatchNorm folded into the convs (``fuse``), and the
-    model's own export preparation (``ClassifierNet.prepare_export``: padded pools as zero pad + unpadded pool,
-    which ONNX can express)."""
+    """Prepare ``net`` (in place) for export: the plain cells (an accelerated network's rewrite undone,
+    ``accel.plain``), eval mode, BatchNorm folded into the convs (``fuse``), and the model's own export
+    preparation (``ClassifierNet.prepare_export``: padded pools as zero pad + unpadded pool, which ONNX can
+    express)."""
+    accel.plain(net)
     net.set_train(False)
     if fuse:
         fuse_model(net)
@@ -284,12 +287,18 @@ class Predictor:
 
     ``predict(paths)`` returns one dict per path: ``{"path", "top": [(index, name, probability), ...]}``, or
     ``{"path", "error"}`` for a file that cannot be read - the others go on.
+
+    ``accelerate`` (default True): on a CPU target the network runs folded on the CPU accelerator
+    (``accel.default(net, "infer")``, which folds BatchNorm into a given ``net`` in place); False keeps it as
+    it is.
     """
 
     def __init__(self, checkpoint: str = "", model: str | None = None, labels: str | None = None, topk: int = 5,
-                 net: nn.Cell | None = None, preprocess: dict | None = None, batch_size: int = 8):
+                 net: nn.Cell | None = None, preprocess: dict | None = None, batch_size: int = 8,
+                 accelerate: bool = True):
         self.net = net if net is not None else load_checkpoint_model(checkpoint, model)
         self.net.set_train(False)
+        accel.default(self.net, "infer", accelerate)
         self.pre = normalize_preprocess(preprocess or getattr(self.net, "preprocess", None))
         self.num_classes = int(getattr(self.net, "num_classes", 0)) or None
         self.names = load_labels(labels, self.num_classes, getattr(self.net, "class_names", None))

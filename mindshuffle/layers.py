@@ -9,7 +9,6 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
-from .native import act_cat_split, batchnorm_train, cat_shuffle_split, conv1x1, depthwise3x3, shuffle_split
 
 __all__ = ["ConvBNAct", "ChannelSplit", "channel_shuffle", "SqueezeExcite", "ZeroPadMaxPool", "fuse_conv_bn",
            "fuse_model"]
@@ -44,59 +43,12 @@ class ConvBNAct(nn.Cell):
         self.act = make_activation(act)
         self.use_act = self.act is not None
         self.fused = False
-        # 3x3 depthwise: the native CPU kernel (mindshuffle.native), same weight, ~3x faster than nn.Conv2d's
-        self.dw_op = self.dw_bias_op = self.dw_act_op = None
-        if groups == in_channels == out_channels and kernel_size == 3:
-            self.dw_op = depthwise3x3(stride)
-            self.dw_bias_op = depthwise3x3(stride, bias=True)
-            self.dw_act_op = depthwise3x3(stride, bias=True, act_in=True)
-        self.native = self.dw_op is not None and self.dw_bias_op is not None
-        # 1x1 conv on the folded CPU inference path (conv_pre_act): the native kernel
-        self.pw_op = conv1x1() if kernel_size == 1 and groups == 1 and stride == 1 else None
-        # training-mode BatchNorm (+ the ReLU after it): the native CPU kernel, same parameters and statistics
-        self.bn_relu = isinstance(self.act, nn.ReLU)
-        self.bn_op = batchnorm_train(self.bn_relu) if (self.bn_relu or not self.use_act) else None
-        self.native_bn = self.bn_op is not None
-        # nn.BatchNorm2d keeps 1 - momentum
-        self.bn_hyper = Tensor(np.array([bn_eps, 1.0 - self.bn.momentum], np.float32))
 
     def construct(self, x: Tensor) -> Tensor:
-        if self.native and x.dtype == ms.float32:
-            if self.fused:
-                x = self.dw_bias_op(x, self.conv.weight, self.conv.bias)
-            else:
-                x = self.dw_op(x, self.conv.weight)
-        else:
-            x = self.conv(x)
-        if self.training and self.native_bn and not self.fused and x.dtype == ms.float32:
-            x = self.train_bn(self.bn_op, x)
-            if self.use_act and not self.bn_relu:
-                x = self.act(x)
-            return x
-        x = self.bn(x)
+        x = self.bn(self.conv(x))
         if self.use_act:
             x = self.act(x)
         return x
-
-    # the CPU inference path of folded networks (ShuffleNetV2.on_fused): a 1x1 conv + ReLU layer leaves its bias
-    # and ReLU to the kernel that reads its output next (a depthwise conv, a shuffle, a concat, the pool)
-    def conv_pre_act(self, x: Tensor) -> Tensor:
-        """A folded layer's convolution without its bias: the pre-activation less the bias."""
-        if self.pw_op is not None:
-            return self.pw_op(x, self.conv.weight)
-        return self.conv.conv2d(x, self.conv.weight)
-
-    def dw_after(self, x: Tensor, bias_in: Tensor) -> Tensor:
-        """This folded depthwise layer applied to ``relu(x + bias_in)`` (one native kernel)."""
-        return self.dw_act_op(x, bias_in, self.conv.weight, self.conv.bias)
-
-    def train_bn(self, op, x: Tensor) -> Tensor:
-        """A native training-mode BatchNorm ``op`` (``mindshuffle.native``) on ``x`` with this layer's BN
-        parameters; stores the updated moving statistics like nn.BatchNorm2d and returns the op's output."""
-        bn = self.bn
-        out = op(x, bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance, self.bn_hyper)
-        y = ops.depend(out[0], ops.assign(bn.moving_mean, out[3]))
-        return ops.depend(y, ops.assign(bn.moving_variance, out[4]))
 
     def fuse(self) -> "ConvBNAct":
         """Fold BN (moving statistics) into a biased conv. Irreversible; for inference and export only."""
@@ -128,28 +80,20 @@ def fuse_conv_bn(weight: np.ndarray, bias: np.ndarray | None, bn: nn.BatchNorm2d
     return w.astype(np.float32), b.astype(np.float32)
 
 
-def fuse_model(net: nn.Cell, fast: bool = False) -> nn.Cell:
-    """Fold every ConvBNAct of ``net`` in place and put it in eval mode; returns ``net``.
-
-    ``fast=False`` (export, ONNX): plain MindSpore ops only - the native depthwise kernel and the zero-pad stem
-    pool are switched off. ``fast=True`` (CPU inference): keep the native kernels and let networks rewrite
-    their stem with the folded weights (``on_fused``); the fastest path, not exportable.
-    """
+def fuse_model(net: nn.Cell) -> nn.Cell:
+    """Fold every ConvBNAct of ``net`` in place and put it in eval mode; returns ``net``. Plain MindSpore ops, as
+    export needs them; ``mindshuffle.accel.accelerate(net, "infer")`` folds with this and then runs the folded
+    network on the CPU kernels."""
     net.set_train(False)
     for _, cell in net.cells_and_names():
         if isinstance(cell, ConvBNAct):
             cell.fuse()
-            cell.native = cell.native and fast
         # a graph compiled before fusing must not be reused: it still holds the BatchNorm nodes
         cache = getattr(cell, "compile_cache", None)
         if cache is not None:
             cache.clear()
     for name, param in net.parameters_and_names():  # new conv cells were named without their prefix
         param.name = name
-    for _, cell in net.cells_and_names():  # network-level rewrites that need the folded weights
-        hook = getattr(cell, "on_fused", None)
-        if callable(hook):
-            hook(fast)
     return net
 
 
@@ -176,8 +120,8 @@ class ChannelSplit(nn.Cell):
     - inference: two ``Gather`` ops with fixed indices (no data-dependent work, cheapest forward);
     - training: one transpose inside each sample, (N, C/2, 2, HW) -> (N, 2, C/2, HW), then a split into
       halves, whose backward is a transpose too (Gather's backward is a scatter-add, ~1.5x slower).
-    MindCV's reshape over the batch axis is ~10-20x slower than either. On CPU, training in float32 uses the
-    native kernel (``mindshuffle.native.shuffle_split``): one copy each way instead of two.
+    MindCV's reshape over the batch axis is ~10-20x slower than either. The CPU accelerator's version
+    (``mindshuffle.accel``) does it in one copy each way.
     """
 
     def __init__(self, channels: int):
@@ -188,15 +132,8 @@ class ChannelSplit(nn.Cell):
         self.half = channels // 2
         self.even = Tensor(np.arange(0, channels, 2, dtype=np.int32))
         self.odd = Tensor(np.arange(1, channels, 2, dtype=np.int32))
-        self.split_op = shuffle_split()
-        self.cat_split_op = cat_shuffle_split()
-        self.native = self.split_op is not None and self.cat_split_op is not None
-        self.act_split_op = act_cat_split()  # inference of folded networks: see ``act_split``
 
     def construct(self, x: Tensor):
-        if self.training and self.native and x.dtype == ms.float32:
-            a, b = self.split_op(x)
-            return a, b
         if self.training:
             n, _, h, w = x.shape
             y = ops.reshape(x, (n, self.half, 2, h * w))
@@ -205,18 +142,6 @@ class ChannelSplit(nn.Cell):
             a, b = ops.split(y, self.half, 1)
             return a, b
         return ops.gather(x, self.even, 1), ops.gather(x, self.odd, 1)
-
-    def split_concat(self, a: Tensor, b: Tensor):
-        """``self(ops.concat((a, b), 1))``; natively without the concat in training (a unit's two branches)."""
-        if self.training and self.native and a.dtype == ms.float32:
-            e, o = self.cat_split_op(a, b)
-            return e, o
-        return self.construct(ops.concat((a, b), 1))
-
-    def act_split(self, a: Tensor, bias_a: Tensor, b: Tensor, bias_b: Tensor):
-        """``self(concat((relu(a + bias_a), relu(b + bias_b)), 1))`` in one native copy (inference)."""
-        e, o = self.act_split_op(a, bias_a, b, bias_b)
-        return e, o
 
 
 class GroupShuffle(nn.Cell):

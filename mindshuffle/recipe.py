@@ -52,6 +52,8 @@ KEYS: tuple[Key, ...] = (
     Key("sink_size", "int", -1, "steps per host call in dataset sink mode (-1 = a whole epoch, as MindCV; "
         "rounded down to a divisor of the steps per epoch)", minimum=-1),
     Key("enable_compile_cache", "bool", False, "cache compiled graphs between runs (MindSpore compile cache)"),
+    Key("accelerate", "bool", True, "on CPU, run the model on mindshuffle's CPU kernels (mindshuffle.accel: training, "
+        "validation, inference with BatchNorm folded); false: MindSpore's kernels only. Ignored on Ascend/GPU"),
     # dataset
     Key("dataset", "str", "folder", "folder | imagenet (train/ val/ of class folders), tiny_imagenet "
         "(its own layout, read as-is), digits (scikit-learn digits, prepared on first use)",

@@ -19,6 +19,17 @@ def rng():
     return np.random.default_rng(0)
 
 
+class GraphCall(ms.nn.Cell):
+    """``fn(*inputs)`` as a graph (e.g. custom operators, which are graph-mode operators)."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def construct(self, *inputs):
+        return self.fn(*inputs)
+
+
 def trainable_count(net) -> int:
     return int(sum(np.prod(p.shape) for p in net.trainable_params()))
 

@@ -14,9 +14,10 @@ PKG = os.path.join(ROOT, "mindshuffle")
 FLOORS = [
     ["errors"],                                                              # MindshuffleError and its kinds
     ["fileio", "meta"],                                                      # atomic writes; what a checkpoint means
-    ["registry", "native", "schedules", "runfiles", "weights_table", "hub", "recipe", "plots"],
+    ["registry", "schedules", "runfiles", "weights_table", "hub", "recipe", "plots"],
     ["layers", "data", "paramwrite"],                                        # bricks; the data pipeline
     ["models"],                                                              # one file per family
+    ["accel"],                                                               # CPU kernels: a rewrite of built models
     ["convert_names", "features", "ema"],
     ["checkpoints"],                                                         # save, read, load weights
     ["converters"],                                                          # PyTorch weights -> ours

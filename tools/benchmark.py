@@ -85,8 +85,9 @@ def main(argv=None) -> int:
     ap.add_argument("--statistic", choices=("median", "min"), default="median",
                     help="report the median (default) or the fastest of the repeats (on a busy shared machine)")
     ap.add_argument("--fuse", choices=("fast", "plain", "none"), default="fast",
-                    help="mindshuffle's inference: fast (default: BatchNorm folded, native CPU kernels), plain "
-                         "(folded, plain ops, as exported) or none (as trained); MindCV's runs as it ships")
+                    help="how mindshuffle's model runs: fast (default, as validate/infer/train run it on CPU: the "
+                         "CPU accelerator, inference with BatchNorm folded), plain (folded, plain ops, as "
+                         "exported) or none (as built); MindCV's runs as it ships")
     ap.add_argument("--no-reference", action="store_true", help="skip MindCV's same-name model")
     ap.add_argument("--no-isolate", action="store_true", help="run everything in this process (faster start; "
                     "compile times and memory peaks then mix)")

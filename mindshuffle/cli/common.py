@@ -1,9 +1,10 @@
 """What the commands share: the weights arguments (--ckpt_path / --model / --pretrained) and the one-line
 error with exit code 2."""
+import argparse
 import os
 import sys
 
-__all__ = ["add_weights_args", "weights_file", "pop_option", "error"]
+__all__ = ["add_weights_args", "add_accelerate_arg", "weights_file", "pop_option", "error"]
 
 
 def add_weights_args(ap, ckpt_help: str = "checkpoint (mindshuffle, converted or MindCV)") -> None:
@@ -11,6 +12,20 @@ def add_weights_args(ap, ckpt_help: str = "checkpoint (mindshuffle, converted or
     ap.add_argument("--model", default=None, help="registered model name (default: from the checkpoint)")
     ap.add_argument("--pretrained", action="store_true",
                     help="without --ckpt_path: the model's published weights (downloaded once, then cached)")
+
+
+def add_accelerate_arg(ap) -> None:
+    """``--accelerate True|False``, read like the recipe key of that name (the CPU accelerator; default on)."""
+    from ..recipe import KEYS, RecipeError, _to_bool
+    key = next(k for k in KEYS if k.name == "accelerate")
+
+    def parse(v):
+        try:
+            return _to_bool(key, v)
+        except RecipeError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    ap.add_argument("--accelerate", type=parse, default=key.default, metavar="BOOL", help=key.help)
 
 
 def weights_file(args) -> str:

@@ -3,6 +3,9 @@ saved beside the checkpoint as <stem>_confusion.npy/.csv and <stem>_per_class.cs
 
     python tools/validate.py -c configs/digits_demo.yaml --ckpt_path runs/digits/best.ckpt   (-c or --config)
     python tools/validate.py --model shufflenet_v2_x1_0 --pretrained --data_dir /path/to/imagenet
+
+On CPU the model runs with BatchNorm folded on mindshuffle's CPU kernels (``--accelerate False``: MindSpore's
+kernels only).
 """
 import os
 import sys

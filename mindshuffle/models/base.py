@@ -2,11 +2,8 @@
 authors' initialisation."""
 from __future__ import annotations
 
-import mindspore as ms
 from mindspore import Tensor, nn, ops
 from mindspore.common import initializer as init
-
-from ..native import global_avg_pool
 
 __all__ = ["ClassifierNet", "init_like_authors"]
 
@@ -21,15 +18,7 @@ class ClassifierNet(nn.Cell):
 
     classifier_bias = False
 
-    def __init__(self):
-        super().__init__()
-        # training on CPU in float32: the native global average pool (mindshuffle.native), cheaper backward
-        self.pool_op = global_avg_pool()
-        self.native_pool = self.pool_op is not None
-
     def global_pool(self, x: Tensor) -> Tensor:
-        if self.training and self.native_pool and x.dtype == ms.float32:
-            return self.pool_op(x)
         return ops.mean(x, (2, 3))
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
@@ -59,7 +48,6 @@ class ClassifierNet(nn.Cell):
             self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="same")
         if getattr(self, "pad_pool", None) is not None:  # V2's fast stem pool (zero pad + pool) pads 1 each side
             self.pad_pool = None
-            self.stem_folded = False
         for _, cell in self.cells_and_names():
             if cell is not self and callable(getattr(cell, "set_pool_same", None)):
                 cell.set_pool_same()
@@ -85,10 +73,8 @@ class ClassifierNet(nn.Cell):
         pool = getattr(self, "maxpool", None)
         padded = isinstance(pool, nn.MaxPool2d) and str(getattr(pool, "pad_mode", "")).upper() == "PAD"
         if getattr(self, "pad_pool", None) is not None:
-            # V2's CPU-fast stem (its own zero padding, folded into conv1 after fusing) uses ops that ONNX export
-            # cannot express; the plain stem computes the same
+            # V2's zero-padding stem pool uses ops that ONNX export cannot express; the plain stem computes the same
             self.pad_pool = None
-            self.stem_folded = self.fast_infer = False
             padded = True
         if padded:
             self.maxpool = nn.SequentialCell([nn.Pad(((0, 0), (0, 0), (1, 1), (1, 1))),

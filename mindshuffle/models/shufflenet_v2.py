@@ -11,13 +11,10 @@ The channel shuffle is fused into the split at each unit's input (see ``layers.C
 """
 from __future__ import annotations
 
-import numpy as np
-import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from .base import ClassifierNet, init_like_authors
 from ..layers import ChannelSplit, ConvBNAct, SqueezeExcite, ZeroPadMaxPool
-from ..native import act_avgpool, act_cat, bn_relu_maxpool, stem_conv_pool
 from ..registry import register_model
 
 __all__ = ["ShuffleUnitV2", "ShuffleNetV2", "STAGE_WIDTHS"]
@@ -56,8 +53,6 @@ class ShuffleUnitV2(nn.Cell):
                 raise ValueError("a basic unit keeps its channel count")
             self.split = ChannelSplit(in_channels)
             main_in = in_channels // 2
-            # the identity half needs no bias or ReLU: its channels come out of a ReLU already (infer_parts)
-            self.zero_bias = Tensor(np.zeros(main_in, np.float32))
             main_out = out_channels - main_in
         else:
             proj_channels = in_channels if proj_channels is None else proj_channels
@@ -85,46 +80,6 @@ class ShuffleUnitV2(nn.Cell):
             x_proj, x_main = self.split(x)
             return ops.concat((x_proj, self.branch_main(x_main)), 1)
         return ops.concat((self.branch_proj(x), self.branch_main(x)), 1)
-
-    def parts(self, x):
-        """``construct`` without its final concat: the two branch outputs. A basic unit takes its input as such
-        a pair too (the previous unit's), so that the concat and the next split are one copy (ShuffleNetV2's
-        training fast path)."""
-        if self.stride == 1:
-            x_proj, x_main = self.split.split_concat(x[0], x[1])
-            return x_proj, self.branch_main(x_main)
-        return self.branch_proj(x), self.branch_main(x)
-
-    def infer_parts(self, x):
-        """Inference of a folded unit with the native CPU kernels (``ShuffleNetV2.on_fused``). Like ``parts``,
-        but each branch ends in its last 1x1 conv without bias and ReLU, and comes with that bias:
-        ``(a, bias_a, b, bias_b)``, finished by the next reader (the next unit's split, a stage's concat). A
-        basic unit takes such a quadruple, a down-sampling unit a tensor."""
-        if self.stride == 1:
-            e, o = self.split.act_split(x[0], x[1], x[2], x[3])
-            b, bias_b = self._infer_main(o)
-            return e, self.zero_bias, b, bias_b
-        dw, pw = self.branch_proj[0], self.branch_proj[1]
-        b, bias_b = self._infer_main(x)
-        return pw.conv_pre_act(dw(x)), pw.conv.bias, b, bias_b
-
-    def _infer_main(self, x):
-        """The main branch of ``infer_parts``: 1x1 -> 3x3 depthwise (with the 1x1's bias + ReLU) -> 1x1."""
-        k = 1 if self.extra_dw else 0
-        if self.extra_dw:
-            x = self.branch_main[0](x)
-        first, dw, last = self.branch_main[k], self.branch_main[k + 1], self.branch_main[k + 2]
-        return last.conv_pre_act(dw.dw_after(first.conv_pre_act(x), first.conv.bias)), last.conv.bias
-
-    def can_infer_fast(self) -> bool:
-        """Whether ``infer_parts`` applies: folded, native kernels, no SE."""
-        layers = list(self.branch_main.cell_list) + (list(self.branch_proj.cell_list) if self.stride == 2 else [])
-        if self.se or not all(isinstance(c, ConvBNAct) and c.fused for c in layers):
-            return False
-        if self.stride == 1 and self.split.act_split_op is None:
-            return False
-        return all(c.native and c.dw_act_op is not None if c.groups > 1 else isinstance(c.act, nn.ReLU)
-                   for c in layers)
 
 
 class ShuffleNetV2(ClassifierNet):
@@ -164,11 +119,6 @@ class ShuffleNetV2(ClassifierNet):
             self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="pad", padding=1)
         # the same pool as zero padding + unpadded pool (conv1 ends in a ReLU), ~3x faster on CPU
         self.pad_pool = None if maxpool_same else ZeroPadMaxPool(3, 2, 1)
-        # training: conv1's BatchNorm + ReLU + the padded pool as one native CPU kernel (mindshuffle.native)
-        self.stem_op = None if maxpool_same or not self.conv1.bn_relu else bn_relu_maxpool()
-        # inference after fuse_model(fast=True): the native kernels of on_fused
-        self.stem_folded = self.fast_infer = False
-        self.stem_pool_op, self.act_cat_op, self.act_pool_op = stem_conv_pool(), act_cat(), act_avgpool()
         c_in = widths[0]
         stages = []
         for c_out, n in zip(widths[1:4], repeats):
@@ -178,8 +128,6 @@ class ShuffleNetV2(ClassifierNet):
             stages.append(nn.SequentialCell(units))
             c_in = c_out
         self.stage2, self.stage3, self.stage4 = stages
-        # training: units pass on their two branches, the concat fused into the next unit's split (native only)
-        self.native_stages = all(unit.split.native for stage in stages for unit in stage if unit.stride == 1)
         self.conv5 = ConvBNAct(c_in, widths[4], 1)
         self.drop_rate = drop_rate
         self.dropout = nn.Dropout(p=drop_rate) if drop_rate > 0 else nn.Identity()
@@ -195,64 +143,13 @@ class ShuffleNetV2(ClassifierNet):
         init_like_authors(self)
 
     def stem(self, x: Tensor) -> Tensor:
-        if self.stem_folded and x.dtype == ms.float32:
-            return self.stem_pool_op(x, self.conv1.conv.weight, self.conv1.conv.bias)
-        if self.training and self.stem_op is not None and not self.conv1.fused and x.dtype == ms.float32:
-            return self.conv1.train_bn(self.stem_op, self.conv1.conv(x))
         if self.pad_pool is not None:
             return self.pad_pool(self.conv1(x))
         return self.maxpool(self.conv1(x))
 
-    def on_fused(self, fast: bool = False) -> None:
-        """Called by ``fuse_model`` after the BatchNorms are folded. ``fast=False`` (export): plain ops, the
-        padded ``self.maxpool``. ``fast=True`` (CPU inference) with the native kernels: conv1, its ReLU and the
-        max pool as one kernel, and the stages and head on ``ShuffleUnitV2.infer_parts``, where no 1x1 conv's
-        bias and ReLU take a pass of their own (``construct`` then also fuses conv5's with the global pool)."""
-        self.stem_folded = self.fast_infer = False
-        if not fast:
-            self.pad_pool = None
-            return
-        conv = self.conv1.conv
-        self.stem_folded = (self.stem_pool_op is not None and self.pad_pool is not None and self.conv1.fused
-                            and conv.bias is not None and conv.kernel_size == (3, 3) and conv.stride == (2, 2)
-                            and isinstance(self.conv1.act, nn.ReLU))
-        units = [unit for stage in self.stages() for unit in stage.cell_list]
-        self.fast_infer = (self.act_cat_op is not None and self.act_pool_op is not None and self.conv5.fused
-                           and isinstance(self.conv5.act, nn.ReLU) and self.conv5.kernel_size == 1
-                           and all(unit.can_infer_fast() for unit in units))
-
-    def _infer_body(self, x: Tensor) -> Tensor:
-        """Stem, stages and conv5 of a folded network on the native path; conv5's bias and ReLU left out."""
-        x = self.stem(x)
-        for stage in (self.stage2, self.stage3, self.stage4):
-            parts = x
-            for unit in stage.cell_list:
-                parts = unit.infer_parts(parts)
-            x = self.act_cat_op(parts[0], parts[1], parts[2], parts[3])
-        return self.conv5.conv_pre_act(x)
-
-    def construct(self, x: Tensor) -> Tensor:
-        if self.fast_infer and not self.training and x.dtype == ms.float32:
-            pooled = self.act_pool_op(self._infer_body(x), self.conv5.conv.bias)
-            return self.classifier(self.dropout(pooled))
-        return self.forward_head(self.forward_features(x))
-
     def forward_features(self, x: Tensor) -> Tensor:
-        if self.fast_infer and not self.training and x.dtype == ms.float32:
-            return ops.relu(ops.bias_add(self._infer_body(x), self.conv5.conv.bias))
         x = self.stem(x)
-        if self.training and self.native_stages and x.dtype == ms.float32:
-            x = self._stage_parts(self.stage4, self._stage_parts(self.stage3, self._stage_parts(self.stage2, x)))
-        else:
-            x = self.stage4(self.stage3(self.stage2(x)))
-        return self.conv5(x)
-
-    def _stage_parts(self, stage: nn.SequentialCell, x: Tensor) -> Tensor:
-        """``stage(x)`` with the units passing their outputs on as branch pairs (``ShuffleUnitV2.parts``)."""
-        parts = x
-        for unit in stage.cell_list:  # a down-sampling unit (takes x), then basic units (take a pair)
-            parts = unit.parts(parts)
-        return ops.concat(parts, 1)
+        return self.conv5(self.stage4(self.stage3(self.stage2(x))))
 
     def stages(self) -> list:
         return [self.stage2, self.stage3, self.stage4]

@@ -181,9 +181,12 @@ def _measure_net(build, batch_sizes, train_batch_size, image_size, num_classes, 
     out: dict = dict(throughput={}, ms_per_batch={})
     net = build()
     out["params_M"] = sum(int(np.prod(p.shape)) for p in net.trainable_params()) / 1e6
-    if fuse != "none":  # inference as deployed: BatchNorm folded (and the native CPU kernels with "fast")
-        from ..layers import fuse_model
-        fuse_model(net, fast=fuse == "fast")
+    from .. import accel
+    from ..layers import fuse_model
+    if fuse == "fast":  # what validate, infer and the Predictor run on CPU: BatchNorm folded, the CPU kernels
+        accel.accelerate(net, "infer")
+    elif fuse == "plain":  # folded, plain MindSpore ops (as exported)
+        fuse_model(net)
     compile_s = None
     for bs in batch_sizes:
         r = inference(net, bs, image_size, warmup=warmup, repeats=repeats, statistic=statistic)
@@ -196,7 +199,8 @@ def _measure_net(build, batch_sizes, train_batch_size, image_size, num_classes, 
     out.setdefault("latency_ms", None)
     out["compile_s"] = compile_s
     if train_batch_size:
-        r = train_step(build(), train_batch_size, image_size, num_classes=num_classes, warmup=warmup,
+        train_net = accel.accelerate(build(), "train") if fuse == "fast" else build()  # as the engine trains
+        r = train_step(train_net, train_batch_size, image_size, num_classes=num_classes, warmup=warmup,
                        repeats=repeats, statistic=statistic)
         out["train_img_per_s"] = r["img_per_s"]
         out["train_ms_per_step"] = r["ms_per_step"]
@@ -212,9 +216,10 @@ def benchmark_model(name: str, batch_sizes=(1, 8), train_batch_size: int = 8, im
     """Latency (batch 1), throughput per batch size, training-step throughput, compile time and peak memory of
     the registered model ``name``, and the same for MindCV's model of that name when ``reference`` and MindCV
     has it. ``isolate`` runs each network in its own process (fair compile times and memory peaks).
-    ``fuse``: how mindshuffle's model runs inference - "fast" (``layers.fuse_model(net, fast=True)``: BatchNorm
-    folded, native CPU kernels), "plain" (folded, plain MindSpore ops, as exported) or "none" (as trained);
-    MindCV's model always runs as it ships. Unknown names raise ``registry.UnknownModelError`` before anything
+    ``fuse``: how mindshuffle's model runs - "fast" (the default of validate, infer, the Predictor and the
+    engine on CPU: ``accel.accelerate(net, "infer")``, BatchNorm folded on the CPU kernels, and the training step
+    on ``accelerate(net, "train")``), "plain" (inference folded with plain MindSpore ops, as exported) or "none"
+    (as built; training plain in both); MindCV's model always runs as it ships. Unknown names raise ``registry.UnknownModelError`` before anything
     runs. ``statistic`` as in ``inference``."""
     from ..builder import model_info
 

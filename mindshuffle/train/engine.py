@@ -117,11 +117,12 @@ def _set_up(cfg, folder, rank, world, last, callbacks) -> Run:
 
 def _build(run: Run) -> None:
     """Model (with the metadata its checkpoints record), optimizer, EMA, compiled steps and the feed."""
+    from .. import accel
     from ..ema import WeightEMA
     from .build import build_model, make_loss, make_optimizer
     from .step import HostFeed, SinkFeed, TrainStep, compile_fn
     cfg, plan, data = run.cfg, run.plan, run.data
-    net = build_model(cfg, data.num_classes)
+    net = accel.default(build_model(cfg, data.num_classes), "train", cfg.accelerate)  # CPU kernels on CPU
     net.class_names = [str(n) for n in data.train.names]
     net.preprocess = {"channel_order": "RGB", "mean": [float(v) for v in data.mean],
                       "std": [float(v) for v in data.std], "input_size": int(cfg.image_resize),

@@ -1,11 +1,11 @@
-"""Native CPU kernels for the layers where MindSpore's own CPU kernels are slowest.
+"""The CPU kernels as MindSpore operators: ``ops.Custom`` (AOT) wrappers, with their gradients, of the functions
+in ``csrc/*.cc``, compiled into one library by ``build.library()``. Each factory takes that library's path and
+returns its operator, made once per path and arguments.
 
 MindSpore 2.7.1 runs a 3x3 depthwise convolution on CPU about as slowly as a dense one with C times the
 work (forward and both gradients); it is ~30% of a ShuffleNet V2 training step. Its training-mode BatchNorm
 (forward and backward) and the stem's ReLU + padded max pool are another ~45%, several times slower than the
-memory traffic they need. The functions here return ``ops.Custom`` (AOT) operators with their gradients, built
-from ``csrc/*.cc`` (one library) with the system C++ compiler the first time one is needed and cached
-(``$MINDSHUFFLE_CACHE`` or ``~/.cache/mindshuffle``):
+memory traffic they need. The operators:
 - ``depthwise3x3``: 3x3 depthwise convolution (``csrc/dwconv3x3.cc``);
 - ``batchnorm_train``: training-mode BatchNorm with batch statistics, optionally fused with the ReLU after it,
   which also returns the updated moving statistics (``csrc/batchnorm.cc``);
@@ -17,105 +17,34 @@ from ``csrc/*.cc`` (one library) with the system C++ compiler the first time one
   ``act_avgpool`` apply a 1x1 conv's bias and ReLU while they shuffle, concatenate or pool its output
   (``depthwise3x3(..., act_in=True)`` while it pads it), and ``stem_conv_pool`` is conv1 + bias + ReLU + max pool;
   ``conv1x1`` is the 1x1 convolution on threads that do not spin (``csrc/conv1x1.cc``).
-When there is no compiler, the target is not CPU, or ``MINDSHUFFLE_NATIVE=0``, they return ``None`` and callers
-keep MindSpore's layers; both compute the same (tests/test_speed_paths.py).
+Where they are used, and that they compute what MindSpore's layers compute: ``cells.py``,
+tests/test_accel.py.
 """
 from __future__ import annotations
-
-import hashlib
-import os
-import shutil
-import subprocess
-import tempfile
-import warnings
 
 import mindspore as ms
 from mindspore import ops
 
 __all__ = ["depthwise3x3", "batchnorm_train", "bn_relu_maxpool", "shuffle_split", "cat_shuffle_split", "global_avg_pool",
-           "act_cat_split", "act_cat", "act_avgpool", "stem_conv_pool", "conv1x1", "native_enabled"]
+           "act_cat_split", "act_cat", "act_avgpool", "stem_conv_pool", "conv1x1"]
 
-_CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
-_SRCS = [os.path.join(_CSRC, name) for name in ("dwconv3x3.cc", "batchnorm.cc", "shuffle.cc", "pool.cc", "infer.cc",
-                                                   "conv1x1.cc")]
-_HEADERS = [os.path.join(_CSRC, name) for name in ("parallel.h", "simd.h")]
-_FLAGS = os.environ.get("MINDSHUFFLE_CXXFLAGS", "-O3 -march=native -fopenmp-simd -shared -fPIC").split()
-_LIB: list = []  # [path or None] once tried
 _OPS: dict = {}
 
 
-def native_enabled() -> bool:
-    """True when the native kernels may be used: CPU target and not switched off by MINDSHUFFLE_NATIVE=0."""
-    if os.environ.get("MINDSHUFFLE_NATIVE", "1") == "0":
-        return False
-    return ms.get_context("device_target") == "CPU"
+def _cached(lib: str, key, build):
+    """``build(lib)``, made once per library and ``key``."""
+    if (lib, key) not in _OPS:
+        _OPS[(lib, key)] = build(lib)
+    return _OPS[(lib, key)]
 
 
-def _cpu_signature() -> bytes:
-    """The CPU model and instruction-set flags (Linux), or the machine name elsewhere."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            keep = [ln for ln in f if ln.startswith(("model name", "flags", "Features"))]
-        return "".join(sorted(set(keep))).encode()
-    except OSError:
-        import platform
-        return (platform.machine() + platform.processor()).encode()
-
-
-def _library() -> str | None:
-    """Path of the compiled kernel library, compiling it on first use; None when that is impossible."""
-    if _LIB:
-        return _LIB[0]
-    path = None
-    try:
-        cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
-        if cxx and all(os.path.exists(src) for src in _SRCS + _HEADERS):
-            sources = b""
-            for src in _SRCS + _HEADERS:
-                with open(src, "rb") as f:
-                    sources += f.read()
-            # -march=native: a library built on one CPU may not run on another (a home folder shared
-            # across cluster nodes), so the CPU's model and feature flags are part of the cache key
-            tag = hashlib.sha1(sources + " ".join([cxx] + _FLAGS).encode() + _cpu_signature()).hexdigest()[:12]
-            cache = os.environ.get("MINDSHUFFLE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
-                                                                         "mindshuffle")
-            os.makedirs(cache, exist_ok=True)
-            target = os.path.join(cache, f"kernels-{tag}.so")
-            if not os.path.exists(target):
-                fd, tmp = tempfile.mkstemp(dir=cache, suffix=".so")
-                os.close(fd)
-                proc = subprocess.run([cxx, *_FLAGS, "-o", tmp, *_SRCS], capture_output=True, text=True)
-                if proc.returncode:
-                    os.unlink(tmp)
-                    raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr else "compiler failed")
-                os.replace(tmp, target)
-            path = target
-    except (OSError, RuntimeError) as exc:
-        warnings.warn(f"mindshuffle: native kernels unavailable ({exc}); using MindSpore's layers")
-        path = None
-    _LIB.append(path)
-    return path
-
-
-def _cached(key, build):
-    """``build(library_path)``, made once per ``key``; None when the native kernels are off or unavailable."""
-    if not native_enabled():
-        return None
-    if key not in _OPS:
-        lib = _library()
-        if lib is None:
-            return None
-        _OPS[key] = build(lib)
-    return _OPS[key]
-
-
-def depthwise3x3(stride: int, bias: bool = False, act_in: bool = False):
+def depthwise3x3(lib: str, stride: int, bias: bool = False, act_in: bool = False):
     """``op(x, weight)``: 3x3 depthwise conv, padding 1, NCHW float32, weight (C, 1, 3, 3), with its gradient;
     ``bias=True``: ``op(x, weight, bias)`` for inference (no gradient); ``act_in=True``: ``op(x, bias_in, weight,
-    bias)``, the conv of ``relu(x + bias_in)`` (inference). None if unavailable."""
+    bias)``, the conv of ``relu(x + bias_in)`` (inference)."""
     if stride not in (1, 2):
         return None
-    return _cached((stride, bias, act_in), lambda lib: _depthwise3x3(lib, stride, bias, act_in))
+    return _cached(lib, (stride, bias, act_in), lambda lib: _depthwise3x3(lib, stride, bias, act_in))
 
 
 def _depthwise3x3(lib: str, stride: int, bias: bool, act_in: bool):
@@ -147,13 +76,13 @@ def _zeros_like(*tensors):
     return tuple(ops.zeros_like(t) for t in tensors)
 
 
-def batchnorm_train(relu: bool):
+def batchnorm_train(lib: str, relu: bool):
     """``op(x, gamma, beta, moving_mean, moving_variance, hyper)`` -> ``(y, mean, rstd, new_moving_mean,
     new_moving_variance)``: training-mode BatchNorm of NCHW float32 ``x`` with the batch statistics, followed by
     a ReLU when ``relu``; ``hyper`` = ``[eps, momentum]`` (float32) with nn.BatchNorm2d's meaning (moving =
     momentum * moving + (1 - momentum) * batch statistic, unbiased variance). The gradient flows to x, gamma
-    and beta only; the caller assigns the new moving statistics. None if unavailable."""
-    return _cached(("bn", relu), lambda lib: _batchnorm_train(lib, relu))
+    and beta only; the caller assigns the new moving statistics."""
+    return _cached(lib, ("bn", relu), lambda lib: _batchnorm_train(lib, relu))
 
 
 def _batchnorm_train(lib: str, relu: bool):
@@ -169,12 +98,12 @@ def _batchnorm_train(lib: str, relu: bool):
                       out_dtype=lambda x, g, b, mm, mv, h: (x, g, g, g, g), func_type="aot", bprop=bprop)
 
 
-def bn_relu_maxpool():
+def bn_relu_maxpool(lib: str):
     """``op(z, gamma, beta, moving_mean, moving_variance, hyper)`` -> ``(pooled, mean, rstd, new_moving_mean,
     new_moving_variance, index)``: ``batchnorm_train(relu=True)`` followed by a 3x3 stride-2 max pool with
     padding 1 (MindSpore's ``nn.MaxPool2d(3, 2, pad_mode="pad", padding=1)``), in one pass over the pooled map;
-    ``index`` (int32) is where each maximum came from, for the gradient. None if unavailable."""
-    return _cached(("bn_relu_maxpool",), _bn_relu_maxpool)
+    ``index`` (int32) is where each maximum came from, for the gradient."""
+    return _cached(lib, ("bn_relu_maxpool",), _bn_relu_maxpool)
 
 
 def _bn_relu_maxpool(lib: str):
@@ -193,10 +122,10 @@ def _bn_relu_maxpool(lib: str):
                       out_dtype=lambda z, g, b, mm, mv, h: (z, g, g, g, g, ms.int32), func_type="aot", bprop=bprop)
 
 
-def shuffle_split():
+def shuffle_split(lib: str):
     """``op(x)`` -> ``(x[:, 0::2], x[:, 1::2])`` for NCHW ``x`` with 4-byte elements and an even channel count,
-    with its gradient (the two halves interleaved back). None if unavailable."""
-    return _cached(("shuffle_split",), _shuffle_split)
+    with its gradient (the two halves interleaved back)."""
+    return _cached(lib, ("shuffle_split",), _shuffle_split)
 
 
 def _shuffle_split(lib: str):
@@ -216,10 +145,10 @@ def _shuffle_split(lib: str):
                       bprop=bprop)
 
 
-def cat_shuffle_split():
+def cat_shuffle_split(lib: str):
     """``op(a, b)`` -> ``shuffle_split()(concat((a, b), 1))`` without the concat (NCHW, 4-byte elements, the
-    channel counts adding up to an even number), with its gradient. None if unavailable."""
-    return _cached(("cat_shuffle_split",), _cat_shuffle_split)
+    channel counts adding up to an even number), with its gradient."""
+    return _cached(lib, ("cat_shuffle_split",), _cat_shuffle_split)
 
 
 def _cat_shuffle_split(lib: str):
@@ -237,9 +166,9 @@ def _cat_shuffle_split(lib: str):
                       func_type="aot", bprop=bprop)
 
 
-def global_avg_pool():
-    """``op(x)`` -> ``x.mean((2, 3))`` for NCHW float32 ``x``, with its gradient. None if unavailable."""
-    return _cached(("global_avg_pool",), _global_avg_pool)
+def global_avg_pool(lib: str):
+    """``op(x)`` -> ``x.mean((2, 3))`` for NCHW float32 ``x``, with its gradient."""
+    return _cached(lib, ("global_avg_pool",), _global_avg_pool)
 
 
 def _global_avg_pool(lib: str):
@@ -255,45 +184,44 @@ def _global_avg_pool(lib: str):
 
 # -- inference with folded BatchNorm (csrc/infer.cc): no gradients --------------------------------------------
 
-def act_cat_split():
+def act_cat_split(lib: str):
     """``op(a, bias_a, b, bias_b)`` -> ``(e, o)``: ``shuffle_split()(concat((relu(a + bias_a), relu(b + bias_b)), 1))``
-    in one copy (biases per channel, broadcast over N, H, W). None if unavailable."""
+    in one copy (biases per channel, broadcast over N, H, W)."""
     def halves(a, ba, b, bb):
         half = (a[0], (a[1] + b[1]) // 2, a[2], a[3])
         return half, half
 
-    return _cached(("act_cat_split",), lambda lib: ops.Custom(
+    return _cached(lib, ("act_cat_split",), lambda lib: ops.Custom(
         f"{lib}:act_cat_split", out_shape=halves, out_dtype=lambda a, ba, b, bb: (a, a), func_type="aot"))
 
 
-def act_cat():
-    """``op(a, bias_a, b, bias_b)`` -> ``concat((relu(a + bias_a), relu(b + bias_b)), 1)``. None if unavailable."""
-    return _cached(("act_cat",), lambda lib: ops.Custom(
+def act_cat(lib: str):
+    """``op(a, bias_a, b, bias_b)`` -> ``concat((relu(a + bias_a), relu(b + bias_b)), 1)``."""
+    return _cached(lib, ("act_cat",), lambda lib: ops.Custom(
         f"{lib}:act_cat", out_shape=lambda a, ba, b, bb: (a[0], a[1] + b[1], a[2], a[3]),
         out_dtype=lambda a, ba, b, bb: a, func_type="aot"))
 
 
-def act_avgpool():
-    """``op(x, bias)`` -> ``relu(x + bias).mean((2, 3))``. None if unavailable."""
-    return _cached(("act_avgpool",), lambda lib: ops.Custom(
+def act_avgpool(lib: str):
+    """``op(x, bias)`` -> ``relu(x + bias).mean((2, 3))``."""
+    return _cached(lib, ("act_avgpool",), lambda lib: ops.Custom(
         f"{lib}:act_avgpool", out_shape=lambda x, b: (x[0], x[1]), out_dtype=lambda x, b: x, func_type="aot"))
 
 
-def stem_conv_pool():
+def stem_conv_pool(lib: str):
     """``op(x, weight, bias)``: 3x3 conv (stride 2, padding 1) + bias, ReLU, then a 3x3 stride-2 max pool with
-    padding 1, in one pass (the conv map is not written out). NCHW float32, weight (Co, Ci, 3, 3). None if
-    unavailable."""
+    padding 1, in one pass (the conv map is not written out). NCHW float32, weight (Co, Ci, 3, 3). """
     def out_shape(x, w, b):
         hc, wc = (x[2] - 1) // 2 + 1, (x[3] - 1) // 2 + 1
         return x[0], w[0], (hc - 1) // 2 + 1, (wc - 1) // 2 + 1
 
-    return _cached(("stem_conv_pool",), lambda lib: ops.Custom(
+    return _cached(lib, ("stem_conv_pool",), lambda lib: ops.Custom(
         f"{lib}:stem_conv_pool", out_shape=out_shape, out_dtype=lambda x, w, b: x, func_type="aot"))
 
 
-def conv1x1():
+def conv1x1(lib: str):
     """``op(x, weight)``: 1x1 convolution without bias, NCHW float32, weight (Co, Ci, 1, 1) (inference, no
-    gradient). None if unavailable."""
-    return _cached(("conv1x1",), lambda lib: ops.Custom(
+    gradient)."""
+    return _cached(lib, ("conv1x1",), lambda lib: ops.Custom(
         f"{lib}:conv1x1_fwd", out_shape=lambda x, w: (x[0], w[0], x[2], x[3]), out_dtype=lambda x, w: x,
         func_type="aot"))

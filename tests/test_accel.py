@@ -1,16 +1,28 @@
-"""Every fast path computes what the plain layers compute: forward and gradients, train and eval mode,
-folded and unfolded BatchNorm. No timing here (bench/ measures speed)."""
+"""The CPU accelerator (mindshuffle.accel): every kernel and every accelerated network computes what the plain
+layers compute (forward and gradients, train and eval mode, folded and unfolded BatchNorm), and every way it
+can be off is clean and said once. No timing here (bench/ measures speed)."""
+import logging
+import os
+import stat
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import mindspore as ms
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
-from conftest import randomize
+from conftest import GraphCall, randomize
 
+from mindshuffle import accel
+from mindshuffle.accel import accelerate
+from mindshuffle.accel.cpu import build, kernels as K
+from mindshuffle.accel.cpu.cells import AccelChannelSplit, AccelConvBNAct, AccelShuffleNetV2
+from mindshuffle.accel.cpu.rewrite import swap_in
 from mindshuffle.layers import ChannelSplit, ConvBNAct, ZeroPadMaxPool, fuse_model
 from mindshuffle.models.shufflenet_v2 import ShuffleNetV2
-from mindshuffle.native import (act_avgpool, act_cat, act_cat_split, batchnorm_train, bn_relu_maxpool, conv1x1,
-                                depthwise3x3, global_avg_pool, shuffle_split, stem_conv_pool)
+from mindshuffle.models.shufflenet_v2_large import SEShuffleNetV2Large, ShuffleNetV2_50
+from mindshuffle.models.shufflenet_v2_plus import ShuffleNetV2Plus
 
 RNG = np.random.default_rng(7)
 
@@ -70,7 +82,7 @@ class _DW(nn.Cell):
     def __init__(self, w, stride, native):
         super().__init__()
         self.weight = Parameter(Tensor(w), name="weight")
-        self.op = depthwise3x3(stride) if native else None
+        self.op = K.depthwise3x3(_lib(), stride) if native else None
         c = w.shape[0]
         self.conv = ops.Conv2D(c, 3, pad_mode="pad", pad=1, stride=stride, group=c)
 
@@ -80,14 +92,15 @@ class _DW(nn.Cell):
         return self.conv(x, self.weight)
 
 
-def _native_or_skip(stride=1):
-    if depthwise3x3(stride) is None:
-        pytest.skip("native depthwise kernel unavailable (no C++ compiler?)")
+def _lib():
+    lib = build.library()
+    if lib is None:
+        pytest.skip(f"CPU accelerator off: {build.off_reason()}")
+    return lib
 
 
 @pytest.mark.parametrize("stride,size", [(1, 7), (2, 8), (2, 9)])
 def test_native_depthwise_matches_reference(stride, size):
-    _native_or_skip(stride)
     x = RNG.standard_normal((2, 5, size, size + 1)).astype(np.float32)
     w = RNG.standard_normal((5, 1, 3, 3)).astype(np.float32)
     ho, wo = (size - 1) // stride + 1, size // stride + 1
@@ -129,12 +142,11 @@ class _Stem(nn.Cell):
         return self.net.stem(x)
 
 
-def _train_twins(make, native_off, x, r):
-    """Two copies of ``make()`` with the same random parameters and BN statistics, one with ``native_off``
-    applied; one training-mode forward + gradient each. Returns [(output, input grad, param grads, moving
-    statistics, eval-mode output after the step)] for (native, plain)."""
-    nets = [make(), make()]
-    native_off(nets[1])
+def _train_twins(make, x, r):
+    """Two copies of ``make()`` with the same random parameters and BN statistics, the first accelerated for
+    training; one training-mode forward + gradient each. Returns [(output, input grad, param grads, moving
+    statistics, eval-mode output after the step)] for (accelerated, plain)."""
+    nets = [swap_in(make(), _lib()), make()]
     for p in nets[0].get_parameters():
         lo, hi = (0.5, 1.5) if ("gamma" in p.name or "variance" in p.name) else (-0.5, 0.5)
         p.set_data(Tensor(RNG.uniform(lo, hi, p.shape).astype(np.float32)))
@@ -163,40 +175,28 @@ def _assert_twins_close(fast, plain, tol=1e-4):
 
 @pytest.mark.parametrize("act,kernel,groups", [("relu", 1, 1), (None, 3, 6), ("relu", 3, 1), ("hswish", 1, 1)])
 def test_native_batchnorm_matches_nn_batchnorm(act, kernel, groups):
-    """ConvBNAct's native training BatchNorm (+ fused ReLU) against nn.BatchNorm2d (+ nn.ReLU): output,
+    """AccelConvBNAct's training BatchNorm (+ fused ReLU) against nn.BatchNorm2d (+ nn.ReLU): output,
     gradients w.r.t. input, conv weight, gamma and beta, the moving statistics, and eval mode afterwards."""
-    if batchnorm_train(True) is None:
-        pytest.skip("native kernels unavailable (no C++ compiler?)")
-
     def make():
         return ConvBNAct(6, 6, kernel, groups=groups, act=act)
 
-    def native_off(cell):
-        cell.native_bn = False
-
-    assert make().native_bn == (act != "hswish")
+    assert (swap_in(make(), _lib()).bn_op is not None) == (act != "hswish")
     x = Tensor(RNG.normal(1.0, 2.0, (3, 6, 9, 10)).astype(np.float32))
     r = Tensor(RNG.standard_normal((3, 6, 9, 10)).astype(np.float32))
-    _assert_twins_close(*_train_twins(make, native_off, x, r))
+    _assert_twins_close(*_train_twins(make, x, r))
 
 
 @pytest.mark.parametrize("size", [(16, 16), (18, 18), (17, 22)])  # conv1 output even, odd, mixed
 def test_native_stem_matches_plain_stem(size):
-    """conv1 + the native BN + ReLU + max pool kernel against conv1 + nn.BatchNorm2d + ReLU + padded pool."""
-    if bn_relu_maxpool() is None:
-        pytest.skip("native kernels unavailable (no C++ compiler?)")
-
+    """conv1 + the BN + ReLU + max pool kernel against conv1 + nn.BatchNorm2d + ReLU + padded pool."""
     def make():
         return _Stem(_small())
 
-    def native_off(cell):
-        _plain(cell.net)
-
-    assert make().net.stem_op is not None
+    assert swap_in(make(), _lib()).net.stem_op is not None
     h, w = size
     x = Tensor(RNG.standard_normal((2, 3, h, w)).astype(np.float32))
     r = Tensor(RNG.standard_normal(make()(x).shape).astype(np.float32))  # an upstream gradient of the output's shape
-    _assert_twins_close(*_train_twins(make, native_off, x, r))
+    _assert_twins_close(*_train_twins(make, x, r))
 
 
 class _Cat(nn.Cell):
@@ -206,10 +206,12 @@ class _Cat(nn.Cell):
     def __init__(self, split, r, ca=0):
         super().__init__()
         self.split, self.r, self.ca = split, r, ca
+        self.plain = not isinstance(split, AccelChannelSplit)
 
     def construct(self, x):
         if self.ca:
-            a, b = self.split.split_concat(x[:, :self.ca], x[:, self.ca:])
+            a, b = self.split(ops.concat((x[:, :self.ca], x[:, self.ca:]), 1)) if self.plain else \
+                self.split.split_concat(x[:, :self.ca], x[:, self.ca:])
         else:
             a, b = self.split(x)
         return ops.concat((a, b * 2.0), 1) * self.r
@@ -218,14 +220,11 @@ class _Cat(nn.Cell):
 # 0: one tensor; else the channels of the two parts: equal, and unequal (megvii's first down-sampling unit)
 @pytest.mark.parametrize("ca", [0, 6, 4, 9])
 def test_native_shuffle_split_matches_transpose(ca):
-    if shuffle_split() is None:
-        pytest.skip("native kernels unavailable (no C++ compiler?)")
     x = RNG.standard_normal((2, 12, 5, 7)).astype(np.float32)
     r = Tensor(RNG.standard_normal((2, 12, 5, 7)).astype(np.float32))
     outs = []
     for native in (True, False):
-        split = ChannelSplit(12)
-        split.native = native
+        split = swap_in(ChannelSplit(12), _lib()) if native else ChannelSplit(12)
         net = _Cat(split, r, ca)
         net.set_train(True)
         outs.append((net(Tensor(x)).asnumpy(), _InputGrad(net, r)(Tensor(x)).asnumpy()))
@@ -238,7 +237,7 @@ def test_native_shuffle_split_matches_transpose(ca):
 class _Pool(nn.Cell):
     def __init__(self, native):
         super().__init__()
-        self.op = global_avg_pool() if native else None
+        self.op = K.global_avg_pool(_lib()) if native else None
 
     def construct(self, x):
         if self.op is not None:
@@ -247,27 +246,12 @@ class _Pool(nn.Cell):
 
 
 def test_native_global_avg_pool_matches_mean():
-    if global_avg_pool() is None:
-        pytest.skip("native kernels unavailable (no C++ compiler?)")
     x = Tensor(RNG.standard_normal((3, 5, 7, 6)).astype(np.float32))
     r = Tensor(RNG.standard_normal((3, 5)).astype(np.float32))
     (y, gx), (y_ref, gx_ref) = [(_Pool(native)(x).asnumpy(), _InputGrad(_Pool(native), r)(x).asnumpy())
                                 for native in (True, False)]
     np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(gx, gx_ref, rtol=1e-6, atol=1e-7)
-
-
-def _plain(net):
-    """Switch ``net`` to the plain layers: nn.Conv2d depthwise, nn.BatchNorm2d, MindSpore's padded max pool,
-    transpose + split, concat, ops.mean."""
-    for _, cell in net.cells_and_names():
-        if isinstance(cell, ConvBNAct):
-            cell.native = cell.native_bn = False
-        elif isinstance(cell, ChannelSplit):
-            cell.native = False
-    net.pad_pool = net.stem_op = None
-    net.native_pool = net.native_stages = False
-    return net
 
 
 def _close(a, b, tol, what="", floor=1e-2):
@@ -283,49 +267,102 @@ def _small(**kw):
     return ShuffleNetV2(widths=(8, 16, 32, 64, 128), repeats=(2, 2, 1), num_classes=10, **kw)
 
 
-def _twin_models(make_plain=None, **kw):
-    fast = _small(**kw)
-    plain = make_plain() if make_plain else _plain(_small(**kw))
-    # fixed random weights and BN statistics (something to fold): the comparisons are deterministic, as float32
-    # rounding can flip a ReLU mask or a max-pool choice for a rare value at the edge in either path
+# every V2-family network, small: V2 (authors' and torchvision's layout), V2* (extra depthwise conv), V2 with SE,
+# V2+ (hswish, SE, 5x5 and 7x7 depthwise convs, xception blocks), V2-50 and SE-V2-164's units; no dropout, which
+# would draw different masks
+FAMILY = {
+    "v2": lambda: _small(),
+    "v2_tv": lambda: _small(layout="torchvision"),
+    "v2_star": lambda: _small(extra_dw=True),
+    "v2_se": lambda: _small(se=True),
+    "v2_plus": lambda: ShuffleNetV2Plus(widths=(8, 16, 32, 48, 64, 128), repeats=(1, 1, 1, 1),
+                                        architecture=(0, 1, 2, 3), num_classes=10, drop_rate=0.0),
+    "v2_50": lambda: ShuffleNetV2_50(widths=(16, 32, 64, 128, 256, 128), repeats=(1, 1, 1, 1), num_classes=10),
+    "v2_large": lambda: SEShuffleNetV2Large(stem=(8, 8, 16), widths=(32, 64, 128, 256), repeats=(1, 1, 1, 1),
+                                            head_channels=64, num_classes=10, drop_rate=0.0),
+}
+
+
+def _twins(make):
+    """(accelerated-to-be, plain): two copies of ``make()`` with the same random weights and BN statistics
+    (something to fold; fixed, so that no rare float32 tie flips a ReLU mask or a max-pool choice)."""
+    fast, plain = make(), make()
     randomize(fast)
     ms.load_param_into_net(plain, {p.name: Parameter(Tensor(p.asnumpy()), name=p.name)
                                    for p in fast.get_parameters()})
     return fast, plain
 
 
-def test_shufflenet_v2_fast_paths_train_mode():
-    _native_or_skip()
-    fast, plain = _twin_models()
-    assert fast.pad_pool is not None and any(c.native for _, c in fast.cells_and_names() if isinstance(c, ConvBNAct))
+def _train_step(net, x, y):
+    loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
+    step = nn.TrainOneStepCell(nn.WithLossCell(net, loss), nn.Momentum(net.trainable_params(), 0.01, 0.9))
+    step.set_train(True)
+    return float(step(x, y).asnumpy())
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY))
+def test_accelerated_network_equals_plain(name):
+    """accelerate(net, "train"): one training step (loss, every parameter's update, the moving statistics) equals
+    the plain network's; then accelerate(net, "infer") (BatchNorm folded) gives the plain network's logits."""
+    fast, plain = _twins(FAMILY[name])
+    _lib()
+    assert accelerate(fast, "train") is fast
+    assert sum(isinstance(c, AccelConvBNAct) for _, c in fast.cells_and_names()) == \
+        sum(isinstance(c, ConvBNAct) for _, c in plain.cells_and_names()) > 0
+    assert [p.name for p in fast.get_parameters()] == [p.name for p in plain.get_parameters()]
     x = Tensor(RNG.standard_normal((4, 3, 64, 64)).astype(np.float32))
-    r = Tensor(RNG.standard_normal((4, 10)).astype(np.float32))
-    results = []
-    for net in (fast, plain):
-        net.set_train(True)
-        results.append(_Grads(net, r)(x))
-    (y_f, g_f), (y_p, g_p) = results
-    _close(y_f.asnumpy(), y_p.asnumpy(), 1e-4, "logits")
-    _close(g_f[0][0].asnumpy(), g_p[0][0].asnumpy(), 1e-3, "input gradient")
-    names = [p.name for p in fast.trainable_params()]
-    assert names == [p.name for p in plain.trainable_params()]
-    for name, a, b in zip(names, g_f[1], g_p[1]):
-        _close(a.asnumpy(), b.asnumpy(), 1e-3, name)
-    # the BatchNorm statistics were updated alike
+    y = Tensor(RNG.integers(0, 10, 4).astype(np.int32))
+    before = {p.name: p.asnumpy() for p in plain.get_parameters()}
+    losses = [_train_step(net, x, y) for net in (fast, plain)]
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
     for p, q in zip(fast.get_parameters(), plain.get_parameters()):
         if "moving" in p.name:
             _close(p.asnumpy(), q.asnumpy(), 1e-4, p.name)
+        else:  # the update is the learning rate times the gradient
+            _close(p.asnumpy() - before[p.name], q.asnumpy() - before[p.name], 1e-3, p.name)
+    plain.set_train(False)
+    x = Tensor(RNG.standard_normal((2, 3, 66, 66)).astype(np.float32))  # odd-sized maps in every stage
+    ref = plain(x).asnumpy()
+    accelerate(fast, "infer")
+    assert not fast.training and all(c.fused for _, c in fast.cells_and_names() if isinstance(c, ConvBNAct))
+    _close(fast(x).asnumpy(), ref, 1e-4, "folded logits")
 
 
-class _Call(nn.Cell):
-    """``fn(*inputs)`` as a graph (the native ops are graph-mode operators)."""
+@pytest.mark.parametrize("variant,fast_units", [({}, True), ({"extra_dw": True}, True), ({"se": True}, False),
+                                                 ({"layout": "torchvision"}, True)])
+def test_v2_runs_its_fused_paths(variant, fast_units):
+    """The V2 network takes its accelerated paths: in training the units pass on branch pairs and the stem is one
+    kernel; folded, the stem is one kernel and the units and head run on ``infer_parts`` (SE units do not fit:
+    their branch ends in the SE gate). The folded features equal the plain ones, conv5's bias and ReLU applied."""
+    _lib()
+    fast, plain = _twins(lambda: _small(**variant))
+    accelerate(fast, "train")
+    assert type(fast) is AccelShuffleNetV2 and fast.train_stages and fast.stem_op is not None
+    accelerate(fast, "infer")
+    assert fast.stem_folded and fast.fast_infer == fast_units
+    pointwise = [c for _, c in fast.cells_and_names() if isinstance(c, ConvBNAct) and c.kernel_size == 1]
+    assert pointwise and all(c.pw_op is not None for c in pointwise)
+    x = Tensor(RNG.standard_normal((2, 3, 64, 64)).astype(np.float32))
+    plain.set_train(False)
+    _close(GraphCall(fast.stem)(x).asnumpy(), GraphCall(plain.stem)(x).asnumpy(), 1e-5, "folded stem")
+    feats = GraphCall(fast.forward_features)(x).asnumpy()
+    _close(feats, GraphCall(plain.forward_features)(x).asnumpy(), 1e-4, "folded features")
+    assert feats.min() >= 0
 
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
 
-    def construct(self, *inputs):
-        return self.fn(*inputs)
+def test_plain_undoes_the_rewrite_and_export_runs_plain():
+    """accel.plain(net) puts back the plain classes (what export runs); layers.fuse_model stays plain."""
+    _lib()
+    from mindshuffle.export import make_exportable
+    fast, plain = _twins(_small)
+    accelerate(fast, "infer")
+    make_exportable(fast)
+    assert type(fast) is ShuffleNetV2 and fast.pad_pool is None
+    assert not any(type(c).__name__.startswith("Accel") for _, c in fast.cells_and_names())
+    fuse_model(plain)
+    assert type(plain) is ShuffleNetV2
+    x = Tensor(RNG.standard_normal((2, 3, 64, 64)).astype(np.float32))
+    _close(fast(x).asnumpy(), plain(x).asnumpy(), 1e-5, "exported")
 
 
 def _relu_bias(x, b):
@@ -334,23 +371,23 @@ def _relu_bias(x, b):
 
 def test_inference_kernels_apply_the_pending_bias_and_relu():
     """act_cat_split / act_cat / act_avgpool / depthwise(act_in) equal relu(x + bias) followed by the plain op."""
-    _native_or_skip()
+    lib = _lib()
     a = RNG.standard_normal((3, 6, 5, 7)).astype(np.float32)
     b = RNG.standard_normal((3, 4, 5, 7)).astype(np.float32)
     ba, bb = RNG.standard_normal(6).astype(np.float32), RNG.standard_normal(4).astype(np.float32)
     cat = np.concatenate([_relu_bias(a, ba), _relu_bias(b, bb)], 1)
     inputs = [Tensor(v) for v in (a, ba, b, bb)]
-    e, o = _Call(act_cat_split())(*inputs)
+    e, o = GraphCall(K.act_cat_split(lib))(*inputs)
     np.testing.assert_array_equal(e.asnumpy(), cat[:, 0::2])
     np.testing.assert_array_equal(o.asnumpy(), cat[:, 1::2])
-    np.testing.assert_array_equal(_Call(act_cat())(*inputs).asnumpy(), cat)
-    np.testing.assert_allclose(_Call(act_avgpool())(Tensor(a), Tensor(ba)).asnumpy(),
+    np.testing.assert_array_equal(GraphCall(K.act_cat(lib))(*inputs).asnumpy(), cat)
+    np.testing.assert_allclose(GraphCall(K.act_avgpool(lib))(Tensor(a), Tensor(ba)).asnumpy(),
                                _relu_bias(a, ba).mean((2, 3)), rtol=1e-6, atol=1e-6)
     for stride in (1, 2):
         x = RNG.standard_normal((2, 5, 9, 8)).astype(np.float32)
         bin_, bias = RNG.standard_normal(5).astype(np.float32), RNG.standard_normal(5).astype(np.float32)
         w = RNG.standard_normal((5, 1, 3, 3)).astype(np.float32)
-        got = _Call(depthwise3x3(stride, bias=True, act_in=True))(Tensor(x), Tensor(bin_), Tensor(w), Tensor(bias))
+        got = GraphCall(K.depthwise3x3(lib, stride, bias=True, act_in=True))(Tensor(x), Tensor(bin_), Tensor(w), Tensor(bias))
         ref = _np_dw(_relu_bias(x, bin_), w, stride)[0] + bias.reshape(1, -1, 1, 1)
         np.testing.assert_allclose(got.asnumpy(), ref, rtol=1e-5, atol=1e-5)
 
@@ -361,10 +398,10 @@ def test_inference_kernels_apply_the_pending_bias_and_relu():
                                             (1, 5, 4, 2, 3), (2, 1, 7, 9, 5)])
 def test_native_conv1x1_equals_conv2d(n, cin, cout, h, w):
     """The inference 1x1 conv (a matrix product over the columns of all samples) equals ops.conv2d."""
-    _native_or_skip()
+    lib = _lib()
     x = RNG.standard_normal((n, cin, h, w)).astype(np.float32)
     wt = RNG.standard_normal((cout, cin, 1, 1)).astype(np.float32)
-    got = _Call(conv1x1())(Tensor(x), Tensor(wt)).asnumpy()
+    got = GraphCall(K.conv1x1(lib))(Tensor(x), Tensor(wt)).asnumpy()
     ref = np.einsum("nchw,oc->nohw", x.astype(np.float64), wt[:, :, 0, 0].astype(np.float64))
     assert got.shape == ref.shape
     _close(got, ref, 1e-5, "conv1x1")
@@ -374,55 +411,16 @@ def test_native_conv1x1_equals_conv2d(n, cin, cout, h, w):
 def test_native_stem_equals_conv_relu_maxpool(size, cin, cout):
     """conv1 (3x3/2, pad 1) + bias + ReLU + max pool (3x3/2, pad 1) in one kernel, any size, any channel count
     (blocks of output channels and their remainder)."""
-    _native_or_skip()
+    lib = _lib()
     x = RNG.standard_normal((2, cin) + size).astype(np.float32)
     w = RNG.standard_normal((cout, cin, 3, 3)).astype(np.float32)
     b = RNG.standard_normal(cout).astype(np.float32)
     ref = ops.relu(ops.conv2d(Tensor(x), Tensor(w), pad_mode="pad", padding=1, stride=2) +
                    Tensor(b).reshape(1, -1, 1, 1))
     ref = nn.MaxPool2d(3, 2, pad_mode="pad", padding=1)(ref).asnumpy()
-    got = _Call(stem_conv_pool())(Tensor(x), Tensor(w), Tensor(b)).asnumpy()
+    got = GraphCall(K.stem_conv_pool(lib))(Tensor(x), Tensor(w), Tensor(b)).asnumpy()
     assert got.shape == ref.shape
     _close(got, ref, 1e-5, "stem")
-
-
-@pytest.mark.parametrize("size", [64, 66])  # 66: odd-sized maps after conv1 and in every stage
-def test_shufflenet_v2_fast_paths_eval_and_folded(size):
-    _native_or_skip()
-    fast, plain = _twin_models()
-    x = Tensor(RNG.standard_normal((2, 3, size, size)).astype(np.float32))
-    fast.set_train(False)
-    plain.set_train(False)
-    ref = plain(x).asnumpy()
-    _close(fast(x).asnumpy(), ref, 1e-5, "eval")
-    fuse_model(fast, fast=True)
-    assert fast.stem_folded and fast.fast_infer  # the native stem, units and head
-    pointwise = [c for _, c in fast.cells_and_names() if isinstance(c, ConvBNAct) and c.kernel_size == 1]
-    assert pointwise and all(c.pw_op is not None for c in pointwise)  # every 1x1 conv on the native kernel
-    _close(fast(x).asnumpy(), ref, 1e-4, "folded")
-    _close(fast.stem(x).asnumpy(), plain.stem(x).asnumpy(), 1e-5, "folded stem")
-    feats = _Call(fast.forward_features)(x).asnumpy()
-    _close(feats, _Call(plain.forward_features)(x).asnumpy(), 1e-4, "folded features")
-    assert feats.min() >= 0  # conv5's bias and ReLU are applied when the map itself is asked for
-    fuse_model(plain)  # the default, export-safe folding: plain ops only
-    assert not plain.stem_folded and plain.pad_pool is None
-    assert not any(c.native for _, c in plain.cells_and_names() if isinstance(c, ConvBNAct))
-    _close(plain(x).asnumpy(), ref, 1e-4, "folded plain")
-
-
-@pytest.mark.parametrize("variant,fast_units", [({"extra_dw": True}, True), ({"se": True}, False),
-                                                 ({"layout": "torchvision"}, True)])
-def test_folded_variants_take_the_fast_path_where_it_applies(variant, fast_units):
-    """V2* (an extra depthwise conv first) and torchvision's layout run on the fused units; SE units do not fit
-    (their branch ends in the SE gate) and keep the plain folded layers. Either way the logits are the same."""
-    _native_or_skip()
-    fast, plain = _twin_models(**variant)
-    x = Tensor(RNG.standard_normal((2, 3, 64, 64)).astype(np.float32))
-    plain.set_train(False)
-    ref = plain(x).asnumpy()
-    fuse_model(fast, fast=True)
-    assert fast.fast_infer == fast_units and fast.stem_folded
-    _close(fast(x).asnumpy(), ref, 1e-4, "folded")
 
 
 _THREADS_SCRIPT = """
@@ -431,7 +429,7 @@ from mindspore import Tensor, nn
 ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
 sys.path.insert(0, sys.argv[1])
 from conftest import randomize
-from mindshuffle.layers import fuse_model
+from mindshuffle.accel import accelerate
 from mindshuffle.models.shufflenet_v2 import ShuffleNetV2
 ms.set_seed(0)
 net = ShuffleNetV2(widths=(24, 48, 96, 192, 256), repeats=(2, 2, 1), num_classes=10)
@@ -441,9 +439,10 @@ x = Tensor(np.random.default_rng(0).standard_normal((32, 3, 96, 96)).astype(np.f
 y = Tensor(np.arange(32, dtype=np.int32) % 10)
 step = nn.TrainOneStepCell(nn.WithLossCell(net, nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")),
                            nn.Momentum(net.trainable_params(), learning_rate=0.01, momentum=0.9))
+accelerate(net, "train")
 step.set_train(True)
 loss = [float(step(x, y).asnumpy()) for _ in range(2)]
-logits = fuse_model(net, fast=True)(x).asnumpy()
+logits = accelerate(net, "infer")(x).asnumpy()
 np.savez(sys.argv[2], loss=np.array(loss), logits=logits, **{p.name: p.asnumpy() for p in net.get_parameters()})
 """
 
@@ -451,11 +450,7 @@ np.savez(sys.argv[2], loss=np.array(loss), logits=logits, **{p.name: p.asnumpy()
 def test_results_do_not_depend_on_the_kernel_thread_count(tmp_path):
     """Two training steps and a folded forward give bit-identical results with 1 and 3 kernel threads (every
     split is over independent planes or channels); 3 threads on this 2-core machine also cover uneven parts."""
-    _native_or_skip()
-    import os
-    import shutil
-    import subprocess
-    import sys
+    _lib()
     tests = os.path.dirname(os.path.abspath(__file__))
     script = tmp_path / "run.py"
     script.write_text(_THREADS_SCRIPT)
@@ -473,57 +468,11 @@ def test_results_do_not_depend_on_the_kernel_thread_count(tmp_path):
         np.testing.assert_array_equal(results[0][key], results[1][key], err_msg=key)
 
 
-def test_training_step_native_equals_native_off(monkeypatch):
-    """Two whole training steps (loss, backward, SGD momentum, BN statistics) with every native kernel and with
-    MINDSHUFFLE_NATIVE=0 (MindSpore's layers only) give the same loss and parameters."""
-    _native_or_skip()
-
-    def make_plain():
-        monkeypatch.setenv("MINDSHUFFLE_NATIVE", "0")
-        try:
-            return _small()
-        finally:
-            monkeypatch.delenv("MINDSHUFFLE_NATIVE")
-
-    fast, plain = _twin_models(make_plain)
-    assert plain.stem_op is None and fast.stem_op is not None
-    assert fast.native_pool and not plain.native_pool
-    assert fast.native_stages and not plain.native_stages
-    for net, on in ((fast, True), (plain, False)):
-        for _, cell in net.cells_and_names():
-            if isinstance(cell, ConvBNAct):
-                assert cell.native_bn == on and (cell.native == on or cell.groups == 1)
-            elif isinstance(cell, ChannelSplit):
-                assert cell.native == on
-    x = Tensor(RNG.standard_normal((4, 3, 64, 64)).astype(np.float32))
-    y = Tensor(RNG.integers(0, 10, 4).astype(np.int32))
-    before = {p.name: p.asnumpy() for p in plain.get_parameters()}
-    losses = []
-    for net in (fast, plain):
-        loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
-        opt = nn.Momentum(net.trainable_params(), learning_rate=0.01, momentum=0.9)
-        step = nn.TrainOneStepCell(nn.WithLossCell(net, loss), opt)
-        step.set_train(True)
-        losses.append([float(step(x, y).asnumpy()) for _ in range(2)])
-    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
-    for p, q in zip(fast.get_parameters(), plain.get_parameters()):
-        assert p.name == q.name
-        if "moving" in p.name:
-            _close(p.asnumpy(), q.asnumpy(), 1e-4, p.name)
-        else:  # the updates, like the gradients in test_shufflenet_v2_fast_paths_train_mode
-            _close(p.asnumpy() - before[p.name], q.asnumpy() - before[p.name], 1e-3, p.name)
-
-
 def test_wheel_ships_every_native_source(tmp_path):
     """``pip install .`` (not editable) must carry every source and header the kernel library compiles from,
     else the installed package silently falls back to MindSpore's slower layers."""
-    import os
     import shutil
-    import subprocess
-    import sys
     import zipfile
-
-    from mindshuffle import native
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     src = tmp_path / "src"  # a clean copy: no build/ or egg-info left from an earlier build of the checkout
@@ -535,6 +484,6 @@ def test_wheel_ships_every_native_source(tmp_path):
                     "-w", str(tmp_path)], check=True, capture_output=True)
     (wheel,) = tmp_path.glob("mindshuffle-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    needed = {"mindshuffle/csrc/" + os.path.basename(p) for p in native._SRCS + native._HEADERS}
-    assert {"mindshuffle/csrc/parallel.h", "mindshuffle/csrc/simd.h", "mindshuffle/csrc/conv1x1.cc"} <= needed
+    needed = {"mindshuffle/accel/cpu/csrc/" + os.path.basename(p) for p in build.SOURCES + build.HEADERS}
+    assert {"mindshuffle/accel/cpu/csrc/" + n for n in ("parallel.h", "simd.h", "conv1x1.cc")} <= needed
     assert needed <= names, sorted(needed - names)

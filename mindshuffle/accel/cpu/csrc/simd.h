@@ -1,5 +1,5 @@
-// mindshuffle native kernels: vectors of VW floats with GCC vector extensions (AVX-512, AVX or SSE, whatever
-// -march gives), and unaligned loads and stores of them.
+// mindshuffle native kernels: vectors of VW floats with GCC/clang vector extensions (AVX-512, AVX, or 4 floats:
+// SSE, NEON on aarch64, or scalar code - whatever -march gives; no intrinsics), and unaligned loads and stores.
 #pragma once
 #include <cstring>
 
