@@ -3,6 +3,7 @@ rename, clean up on failure), with text, JSON and numpy helpers on top, and a Ma
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -13,7 +14,7 @@ import numpy as np
 from .errors import OutputExistsError
 
 __all__ = ["atomic_path", "atomic_write", "atomic_text", "atomic_json", "atomic_npy", "markdown_table", "TMP_PREFIX",
-           "refuse_existing"]
+           "refuse_existing", "sha256_file"]
 
 TMP_PREFIX = ".tmp-"  # every temporary file starts with this; a run folder sweeps the ones a killed process left
 
@@ -79,3 +80,12 @@ def markdown_table(header: Sequence, rows: Sequence[Sequence]) -> str:
     lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(map(cell, r)) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def sha256_file(path: str) -> str:
+    """The SHA-256 of a file's bytes, as hex (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

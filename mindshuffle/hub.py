@@ -23,9 +23,9 @@ from urllib.parse import urlparse
 from tqdm import tqdm
 
 from .errors import CheckpointError
-from .fileio import atomic_path
+from .fileio import atomic_path, sha256_file
 
-__all__ = ["DownloadError", "HashMismatchError", "home_dir", "checkpoints_dir", "mirrored", "sha256_of",
+__all__ = ["DownloadError", "HashMismatchError", "home_dir", "checkpoints_dir", "mirrored",
            "check_file", "download", "fetch", "ENV_HOME", "ENV_MIRROR"]
 
 ENV_HOME = "MINDSHUFFLE_HOME"
@@ -63,12 +63,6 @@ def mirrored(url: str) -> str:
     return base + parts.path + (f"?{parts.query}" if parts.query else "")
 
 
-def sha256_of(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _hash_problem(digest: str, expected: str) -> str:
@@ -82,7 +76,7 @@ def _hash_problem(digest: str, expected: str) -> str:
 
 def check_file(path: str, expected_hash: str = "", url: str = "") -> None:
     """Check a cached file against the publisher's hash; a mismatch deletes it and raises ``HashMismatchError``."""
-    problem = _hash_problem(sha256_of(path), expected_hash) if expected_hash else ""
+    problem = _hash_problem(sha256_file(path), expected_hash) if expected_hash else ""
     if problem:
         os.remove(path)
         raise HashMismatchError(f"cached weights {path} are not the published file {url or ''} ({problem}); the "

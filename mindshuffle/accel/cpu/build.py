@@ -26,7 +26,7 @@ import stat
 import subprocess
 import tempfile
 
-from ...fileio import atomic_text
+from ...fileio import atomic_text, sha256_file
 
 __all__ = ["library", "off_reason", "log_off", "compiler", "flags", "isa_level", "cache_folder", "SOURCES",
            "HEADERS", "CSRC"]
@@ -114,12 +114,6 @@ def cache_folder() -> tuple[str | None, str]:
     return path, ""
 
 
-def sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _recorded(target: str) -> bool:
@@ -127,7 +121,7 @@ def _recorded(target: str) -> bool:
     try:
         with open(target + ".sha256", encoding="ascii") as f:
             want = f.read().strip()
-        return len(want) == 64 and sha256(target) == want
+        return len(want) == 64 and sha256_file(target) == want
     except (OSError, UnicodeDecodeError):
         return False
 
@@ -141,7 +135,7 @@ def _compile(cxx: str, flag_sets: list, target: str) -> str:
         try:
             proc = subprocess.run([cxx, *fl, "-o", tmp, *SOURCES], capture_output=True, text=True)
             if proc.returncode == 0 and os.path.getsize(tmp) > 0:
-                digest = sha256(tmp)
+                digest = sha256_file(tmp)
                 os.replace(tmp, target)
                 atomic_text(target + ".sha256", digest + "\n")
                 return ""
