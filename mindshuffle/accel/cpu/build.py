@@ -24,9 +24,8 @@ import platform
 import shutil
 import stat
 import subprocess
-import tempfile
 
-from ...fileio import atomic_text, sha256_file
+from ...fileio import atomic_path, atomic_text, sha256_file
 
 __all__ = ["library", "off_reason", "log_off", "compiler", "flags", "isa_level", "cache_folder", "SOURCES",
            "HEADERS", "CSRC"]
@@ -114,8 +113,6 @@ def cache_folder() -> tuple[str | None, str]:
     return path, ""
 
 
-
-
 def _recorded(target: str) -> bool:
     """Whether ``target`` exists and hashes to the SHA-256 recorded when it was built."""
     try:
@@ -130,23 +127,24 @@ def _compile(cxx: str, flag_sets: list, target: str) -> str:
     """Compile into ``target`` (atomically) and record its SHA-256; '' on success, else why it failed."""
     why = ""
     for fl in flag_sets:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".so", dir=os.path.dirname(target))
-        os.close(fd)
         try:
-            proc = subprocess.run([cxx, *fl, "-o", tmp, *SOURCES], capture_output=True, text=True)
-            if proc.returncode == 0 and os.path.getsize(tmp) > 0:
-                digest = sha256_file(tmp)
-                os.replace(tmp, target)
-                atomic_text(target + ".sha256", digest + "\n")
-                return ""
-            lines = (proc.stderr or proc.stdout or "").strip().splitlines()
-            why = f"the C++ build failed ({cxx} exit {proc.returncode}: {lines[-1] if lines else 'no output'})"
+            with atomic_path(target, suffix=".so") as tmp:
+                proc = subprocess.run([cxx, *fl, "-o", tmp, *SOURCES], capture_output=True, text=True)
+                if proc.returncode != 0 or os.path.getsize(tmp) == 0:
+                    lines = (proc.stderr or proc.stdout or "").strip().splitlines()
+                    raise _BuildFailed(f"the C++ build failed ({cxx} exit {proc.returncode}: "
+                                       f"{lines[-1] if lines else 'no output'})")
+            atomic_text(target + ".sha256", sha256_file(target) + "\n")
+            return ""
+        except _BuildFailed as e:
+            why = str(e)
         except OSError as e:
             why = f"cannot run the C++ compiler {cxx} ({e.strerror or e})"
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
     return why
+
+
+class _BuildFailed(Exception):
+    """A compiler run that did not give a library (its message: why)."""
 
 
 def _tag(cxx: str, flag_sets: list) -> str:
