@@ -11,7 +11,7 @@ k best by metrics.csv's val top-1 (ties: the later epoch) or the k latest.
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 
 import mindspore as ms
@@ -19,12 +19,12 @@ import numpy as np
 
 from .checkpoints import checkpoint_metadata, is_weight_name, read_checkpoint, save_checkpoint
 from .errors import CheckpointError
-from .meta import META_KEY
+from .meta import META_KEY, STATE_KEY, CheckpointMeta
 from .runfiles import epoch_checkpoints, read_metrics
 
 __all__ = ["average_checkpoints", "save_average", "pick_checkpoints"]
 
-COUNTERS = ("epoch_num", "step_num", "mindshuffle_state")   # taken from the last file, never averaged
+COUNTERS = ("epoch_num", "step_num", STATE_KEY)   # taken from the last file, never averaged
 
 
 def _weights(ckpt: dict) -> dict:
@@ -35,9 +35,10 @@ def _same_model(first: tuple, other: tuple) -> None:
     """One CheckpointError line if ``other`` (path, weights, metadata) is not the model ``first`` is."""
     (p0, w0, m0), (p1, w1, m1) = first, other
     why = ""
-    for key in ("model", "model_kwargs", "num_classes"):
-        if key in m0 and key in m1 and m0[key] != m1[key]:
-            why = f"{key} {m1[key]!r} vs {m0[key]!r}"
+    for key in ("model", "model_kwargs", "num_classes"):   # compared where both files record it
+        a, b = getattr(m0, key), getattr(m1, key)
+        if a not in ("", None, {}) and b not in ("", None, {}) and a != b:
+            why = f"{key} {b!r} vs {a!r}"
             break
     if not why and set(w0) != set(w1):
         diff = sorted(set(w0) ^ set(w1))
@@ -74,9 +75,9 @@ def average_checkpoints(paths) -> tuple:
         last = ckpt
     out = {k: (total[k] / len(paths)).astype(v.asnumpy().dtype) if k in total else v.asnumpy()
            for k, v in _weights(last).items()}
-    meta = dict(first[2])
-    meta["averaged"] = {"count": len(paths), "files": [os.path.basename(p) for p in paths]}
-    extra = {META_KEY: json.dumps(meta)}
+    meta = dataclasses.replace(first[2], averaged={"count": len(paths),
+                                                   "files": [os.path.basename(p) for p in paths]})
+    extra = {META_KEY: meta.to_json()}
     for key in COUNTERS:
         v = last.get(key)
         if v is not None:
@@ -89,8 +90,8 @@ def save_average(paths, output: str) -> dict:
     paths = list(paths)
     params, extra = average_checkpoints(paths)
     save_checkpoint([{"name": k, "data": ms.Tensor(v)} for k, v in params.items()], output, append_dict=extra)
-    meta = json.loads(extra[META_KEY])
-    return {"output": output, "count": len(paths), "model": meta.get("model", "?"), "params": len(params)}
+    model = CheckpointMeta.from_json(extra[META_KEY]).model
+    return {"output": output, "count": len(paths), "model": model or "?", "params": len(params)}
 
 
 def pick_checkpoints(run_dir: str, best: int = 0, last: int = 0) -> list:

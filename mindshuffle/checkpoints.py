@@ -5,7 +5,7 @@ so a killed process or a full disk never leaves a half-written file under the re
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import os
 
@@ -15,13 +15,12 @@ from mindspore import nn
 from .convert_names import to_mindshuffle_names
 from .errors import CheckpointError
 from .fileio import atomic_path
-from .meta import IMAGENET_PREPROCESS as DEFAULT_PREPROCESS, META_KEY, normalize_preprocess
+from .meta import IMAGENET_PREPROCESS as DEFAULT_PREPROCESS, META_KEY, CheckpointMeta, normalize_preprocess
 from .registry import model_info
 
-__all__ = ["CheckpointError", "save_checkpoint", "read_checkpoint", "load_model_weights", "checkpoint_metadata",
-           "checkpoint_preprocess", "model_metadata", "normalize_preprocess", "set_pool_same", "uses_pool_same",
-           "set_authors_shuffle", "uses_authors_shuffle", "rebuild_kwargs", "DEFAULT_PREPROCESS",
-           "is_weight_name"]
+__all__ = ["CheckpointError", "CheckpointMeta", "save_checkpoint", "read_checkpoint", "load_model_weights",
+           "checkpoint_metadata", "model_metadata", "normalize_preprocess", "set_pool_same", "uses_pool_same",
+           "set_authors_shuffle", "uses_authors_shuffle", "DEFAULT_PREPROCESS", "is_weight_name"]
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +33,7 @@ def save_checkpoint(obj, path: str, append_dict: dict | None = None) -> str:
     """
     if isinstance(obj, nn.Cell):
         append_dict = dict(append_dict or {})
-        append_dict.setdefault(META_KEY, json.dumps(model_metadata(obj)))
+        append_dict.setdefault(META_KEY, model_metadata(obj).to_json())
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with atomic_path(path, suffix=".ckpt") as tmp:
         ms.save_checkpoint(obj, tmp, append_dict=append_dict)
@@ -94,72 +93,31 @@ def set_authors_shuffle(net: nn.Cell) -> nn.Cell:
     return net
 
 
-def model_metadata(net: nn.Cell) -> dict:
-    """What a checkpoint of ``net`` records beside the weights (see ``checkpoint_metadata``)."""
+def model_metadata(net: nn.Cell) -> CheckpointMeta:
+    """What a checkpoint of ``net`` records beside the weights: its name, constructor arguments, class count,
+    switches, preprocessing and class names, over what the checkpoint it was loaded from said
+    (``net.checkpoint_meta``: e.g. where converted weights came from)."""
     if not getattr(net, "model_name", ""):  # a training wrapper: describe the model inside it
         inner = next((c for _, c in net.cells_and_names() if getattr(c, "model_name", "")), None)
         net = inner if inner is not None else net
-    meta = dict(getattr(net, "checkpoint_meta", None) or {})
-    meta.pop("class_names", None)
-    if getattr(net, "model_name", ""):
-        meta["model"] = net.model_name
-    meta.pop("model_kwargs", None)
-    if getattr(net, "model_kwargs", None):
-        meta["model_kwargs"] = dict(net.model_kwargs)
-    if getattr(net, "num_classes", None) is not None:
-        meta["num_classes"] = int(net.num_classes)
-    meta["pool_same"] = uses_pool_same(net)
-    if uses_authors_shuffle(net):
-        meta["v1_shuffle"] = "authors"
-    else:
-        meta.pop("v1_shuffle", None)
-    if getattr(net, "preprocess", None):
-        meta["preprocess"] = normalize_preprocess(net.preprocess)
+    loaded = getattr(net, "checkpoint_meta", None)
+    loaded = loaded if isinstance(loaded, CheckpointMeta) else CheckpointMeta()
+    num_classes = getattr(net, "num_classes", None)
     names = getattr(net, "class_names", None)
-    if names and len(names) == meta.get("num_classes", len(names)):
-        meta["class_names"] = [str(n) for n in names]
-    return meta
+    return dataclasses.replace(
+        loaded, model=getattr(net, "model_name", "") or "", model_kwargs=getattr(net, "model_kwargs", None) or {},
+        num_classes=num_classes, pool_same=uses_pool_same(net),
+        v1_shuffle="authors" if uses_authors_shuffle(net) else "",
+        preprocess=getattr(net, "preprocess", None) or loaded.preprocess,
+        class_names=names if names and (num_classes is None or len(names) == num_classes) else None)
 
 
-def checkpoint_metadata(ckpt) -> dict:
-    """The metadata of a checkpoint (a path or a loaded dict): ``model``, ``model_kwargs``, ``num_classes``,
-    ``pool_same``, ``preprocess``, ``class_names``, ``source`` where known; ``{}`` for a checkpoint without any."""
+def checkpoint_metadata(ckpt) -> CheckpointMeta:
+    """The metadata of a checkpoint (a path or a loaded dict; MindCV's described as such); an empty
+    ``CheckpointMeta`` for a checkpoint without any."""
     if isinstance(ckpt, str):
         ckpt = read_checkpoint(ckpt)
-    ckpt = to_mindshuffle_names(ckpt)
-    raw = ckpt.get(META_KEY)
-    meta = {}
-    if isinstance(raw, str):
-        try:
-            meta = json.loads(raw)
-        except ValueError:
-            meta = {}
-    meta = meta if isinstance(meta, dict) else {}
-    state = ckpt.get("mindshuffle_state")  # the training engine's run state: model, classes, mean/std
-    if isinstance(state, str) and not meta:
-        try:
-            state = json.loads(state)
-        except ValueError:
-            state = {}
-        for key in ("model", "num_classes", "model_kwargs"):
-            if state.get(key) is not None:
-                meta[key] = state[key]
-        if state.get("mean") and state.get("std"):
-            meta["preprocess"] = {"channel_order": "RGB", "mean": state["mean"], "std": state["std"]}
-            if state.get("image_resize"):
-                meta["preprocess"]["input_size"] = int(state["image_resize"])
-    return meta
-
-
-def rebuild_kwargs(meta: dict, model: str, kwargs: dict) -> dict:
-    """Constructor arguments that rebuild the variant a checkpoint was saved from: the ``model_kwargs`` it records
-    (when it was saved from ``model``), overridden by ``kwargs``."""
-    return {**(meta.get("model_kwargs") or {} if meta.get("model") == model else {}), **kwargs}
-
-
-def checkpoint_preprocess(ckpt) -> dict:
-    """The preprocessing a checkpoint's weights expect (``normalize_preprocess`` of its metadata)."""
-    return normalize_preprocess(checkpoint_metadata(ckpt).get("preprocess"))
+    return CheckpointMeta.from_checkpoint(to_mindshuffle_names(ckpt))
 
 
 def _fmt_shape(v) -> str:
@@ -202,30 +160,29 @@ def load_model_weights(net: nn.Cell, path: str, strict: bool = True) -> dict:
             parts.append(f"{len(extra_body)} not in the model (" + ", ".join(extra_body[:4])
                          + (", ..." if len(extra_body) > 4 else "") + ")")
         hint = ""
-        if meta.get("model") and meta["model"] != model:
-            hint = f"; the checkpoint was saved from {meta['model']!r}: build that model instead"
-        elif meta.get("model_kwargs") and meta["model_kwargs"] != getattr(net, "model_kwargs", {}):
-            hint = f"; the checkpoint was saved from {model!r} built with model_kwargs {meta['model_kwargs']}"
+        if meta.model and meta.model != model:
+            hint = f"; the checkpoint was saved from {meta.model!r}: build that model instead"
+        elif meta.model_kwargs and meta.model_kwargs != getattr(net, "model_kwargs", {}):
+            hint = f"; the checkpoint was saved from {model!r} built with model_kwargs {meta.model_kwargs}"
         else:
             hint = "; check the model name (and width/groups) the checkpoint was trained with"
         raise CheckpointError(f"checkpoint {path!r} does not fit model {model!r}: " + "; ".join(parts) + hint)
-    if meta.get("pool_same") and not uses_pool_same(net):
+    if meta.pool_same and not uses_pool_same(net):
         set_pool_same(net)
         log.info("checkpoint %s was trained with MindCV's 'same' pooling; the model now pools the same way", path)
-    if meta.get("v1_shuffle") == "authors" and not uses_authors_shuffle(net):
+    if meta.v1_shuffle == "authors" and not uses_authors_shuffle(net):
         set_authors_shuffle(net)
         log.info("checkpoint %s shuffles V1 bottlenecks in the authors' order; the model now does too", path)
-    if meta.get("preprocess"):
-        net.preprocess = normalize_preprocess(meta["preprocess"])
-    kept = {k: v for k, v in meta.items() if k not in ("model", "num_classes", "model_kwargs")}
+    if meta.preprocess:
+        net.preprocess = dict(meta.preprocess)
+    kept = dataclasses.replace(meta, class_names=None) if head_bad else meta   # the old classes no longer apply
     if head_bad:
-        kept.pop("class_names", None)   # the old classes no longer apply
         shapes = ", ".join(f"{k} {_fmt_shape(ckpt[k])}" for k in head_bad if k in ckpt)
         log.warning("checkpoint %s: loaded everything but the classifier (%s): the model has %s classes, so "
                     "its classifier stays newly initialised (fine-tuning)", path, shapes or ", ".join(head_bad),
                     getattr(net, "num_classes", "?"))
-    elif kept.get("class_names"):
-        net.class_names = list(kept["class_names"])
+    elif kept.class_names:
+        net.class_names = list(kept.class_names)
     net.checkpoint_meta = kept
     to_load = {k: v for k, v in ckpt.items() if k in own and k not in head_bad}
     ms.load_param_into_net(net, to_load, strict_load=False)

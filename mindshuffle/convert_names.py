@@ -22,13 +22,12 @@ changes every output of a net with even-sized feature maps. A MindCV checkpoint 
 """
 from __future__ import annotations
 
-import json
 import re
 
 import numpy as np
 
 from .errors import CheckpointError
-from .meta import IMAGENET_PREPROCESS as MINDCV_PREPROCESS, META_KEY
+from .meta import IMAGENET_PREPROCESS as MINDCV_PREPROCESS, META_KEY, CheckpointMeta, normalize_preprocess
 
 __all__ = ["to_mindshuffle_names", "detect_layout", "rename_params", "megvii_v1_dw_first", "merge_group_convs",
            "uses_group_convs", "META_KEY", "MINDCV_PREPROCESS"]
@@ -186,17 +185,12 @@ def to_mindshuffle_names(ckpt: dict, net=None) -> dict:
     for k, v in list(out.items()):
         if isinstance(v, np.ndarray):
             out[k] = ms.Parameter(ms.Tensor(v), name=k)
-    meta = {}
-    if isinstance(ckpt.get(META_KEY), str):
-        try:
-            meta = json.loads(ckpt[META_KEY])
-        except ValueError:
-            meta = {}
+    meta = CheckpointMeta.from_json(ckpt.get(META_KEY))   # averaged MindCV weights carry ours
     per_group = " (per-group GroupConv layout, MindCV >= 0.4)" if uses_group_convs(ckpt) else ""
-    meta.setdefault("source", f"MindCV ShuffleNet {layout.upper()} checkpoint{per_group}")
-    meta.setdefault("pool_same", True)
+    meta.source = meta.source or f"MindCV ShuffleNet {layout.upper()} checkpoint{per_group}"
+    meta.pool_same = True
     if layout == "v1":
-        meta.setdefault("v1_shuffle", "authors")
-    meta.setdefault("preprocess", dict(MINDCV_PREPROCESS))
-    out[META_KEY] = json.dumps(meta)
+        meta.v1_shuffle = "authors"
+    meta.preprocess = meta.preprocess or normalize_preprocess(MINDCV_PREPROCESS)
+    out[META_KEY] = meta.to_json()
     return out

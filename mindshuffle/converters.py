@@ -23,14 +23,14 @@ What has to line up besides the names:
 """
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
 
 from . import registry
 from .checkpoints import CheckpointError, load_model_weights, save_checkpoint
-from .convert_names import META_KEY, MINDCV_PREPROCESS, detect_layout, megvii_v1_dw_first, rename_params
+from .convert_names import MINDCV_PREPROCESS, detect_layout, megvii_v1_dw_first, rename_params
+from .meta import META_KEY, CheckpointMeta, normalize_preprocess
 from .models.shufflenet_v1 import _BASE, _SCALES, v1_widths
 from .models.shufflenet_v2 import STAGE_WIDTHS
 
@@ -209,7 +209,7 @@ def _need(sd: dict, keys) -> None:
         raise ConversionError(f"state dict lacks {', '.join(missing[:4])}: not a torchvision ShuffleNet V2")
 
 
-def convert_torchvision_v2(sd: dict) -> tuple[dict, dict]:
+def convert_torchvision_v2(sd: dict) -> tuple[dict, CheckpointMeta]:
     """torchvision ShuffleNet V2 state dict (MindSpore BN names) -> (our parameters, metadata)."""
     _need(sd, ["conv1.0.weight", "conv5.0.weight", "fc.weight", "fc.bias"])
     out = {}
@@ -239,32 +239,26 @@ def convert_torchvision_v2(sd: dict) -> tuple[dict, dict]:
     out["classifier.weight"] = sd["fc.weight"]
     out["classifier.bias"] = sd["fc.bias"]
     width = next((w for w, ws in STAGE_WIDTHS.items() if tuple(ws) == tuple(widths)), None)
-    meta = {"source": "torchvision ShuffleNet V2 state dict", "num_classes": int(sd["fc.weight"].shape[0]),
-            "pool_same": False, "preprocess": dict(TORCHVISION_PREPROCESS)}
-    if width is not None:
-        meta["model"] = f"shufflenet_v2_x{str(width).replace('.', '_')}_tv"
-    return out, meta
+    model = "" if width is None else f"shufflenet_v2_x{str(width).replace('.', '_')}_tv"
+    return out, CheckpointMeta(source="torchvision ShuffleNet V2 state dict", model=model,
+                               num_classes=int(sd["fc.weight"].shape[0]), preprocess=TORCHVISION_PREPROCESS)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Megvii ShuffleNet-Series
 
-def convert_megvii(sd: dict) -> tuple[dict, dict]:
+def convert_megvii(sd: dict) -> tuple[dict, CheckpointMeta]:
     """Megvii ShuffleNet-Series V2 or V1 state dict (MindSpore BN names) -> (our parameters, metadata)."""
     layout = detect_layout(sd)
     if layout == "mindshuffle":
         raise ConversionError("not a Megvii ShuffleNet state dict (no first_conv/features keys)")
     out = rename_params(sd, source="megvii")
-    meta = {"source": f"Megvii ShuffleNet-Series {layout.upper()} checkpoint", "pool_same": False,
-            "preprocess": dict(MEGVII_PREPROCESS), "num_classes": int(out["classifier.weight"].shape[0])}
+    meta = CheckpointMeta(source=f"Megvii ShuffleNet-Series {layout.upper()} checkpoint",
+                          preprocess=MEGVII_PREPROCESS, num_classes=int(out["classifier.weight"].shape[0]))
     if layout == "v1":
         out = megvii_v1_dw_first(out)
-        meta["v1_shuffle"] = "authors"
-        name = _guess_v1(out)
-    else:
-        name = _guess_v2(out)
-    if name:
-        meta["model"] = name
+        meta.v1_shuffle = "authors"
+    meta.model = (_guess_v1(out) if layout == "v1" else _guess_v2(out)) or ""
     return out, meta
 
 
@@ -300,7 +294,7 @@ def _guess_v1(p: dict) -> str | None:
 # ---------------------------------------------------------------------------------------------------------
 # files
 
-def convert_state_dict(sd: dict, source: str = "auto") -> tuple[dict, dict]:
+def convert_state_dict(sd: dict, source: str = "auto") -> tuple[dict, CheckpointMeta]:
     """A prefix-stripped PyTorch state dict (numpy values) -> (our parameters, metadata)."""
     sd = {k[len("module."):] if k.startswith("module.") else k: np.asarray(v, np.float32) for k, v in sd.items()
           if not k.endswith("num_batches_tracked")}
@@ -314,7 +308,7 @@ def convert_state_dict(sd: dict, source: str = "auto") -> tuple[dict, dict]:
 
 
 def convert_file(src: str, dst: str, source: str = "auto", model: str | None = None, verify: bool = True,
-                 preprocess: dict | None = None) -> dict:
+                 preprocess: dict | None = None) -> CheckpointMeta:
     """Convert the PyTorch checkpoint ``src`` into the mindshuffle checkpoint ``dst`` (written atomically).
 
     ``model`` overrides the registered model name read from the shapes, ``preprocess`` the preprocessing recorded
@@ -324,20 +318,20 @@ def convert_file(src: str, dst: str, source: str = "auto", model: str | None = N
     import mindspore as ms
     params, meta = convert_state_dict(load_torch_state_dict(src), source)
     if model:
-        meta["model"] = model
+        meta.model = model
     if preprocess:
-        meta["preprocess"] = dict(preprocess)
-    if not meta.get("model"):
+        meta.preprocess = normalize_preprocess(preprocess)
+    if not meta.model:
         raise ConversionError(f"cannot tell which ShuffleNet {src!r} holds from its shapes; pass the model name")
-    meta["converted_from"] = os.path.basename(src)
+    meta.converted_from = os.path.basename(src)
     items = [{"name": k, "data": ms.Tensor(np.ascontiguousarray(v, np.float32))} for k, v in params.items()]
-    save_checkpoint(items, dst, append_dict={META_KEY: json.dumps(meta)})
+    save_checkpoint(items, dst, append_dict={META_KEY: meta.to_json()})
     if verify:
-        net = registry.constructor(meta["model"])(num_classes=meta["num_classes"])
-        net.model_name = meta["model"]
+        net = registry.constructor(meta.model)(num_classes=meta.num_classes)
+        net.model_name = meta.model
         try:
             load_model_weights(net, dst)
         except CheckpointError as e:
             os.remove(dst)
-            raise ConversionError(f"converted weights do not fit {meta['model']!r} ({e}); nothing written") from None
+            raise ConversionError(f"converted weights do not fit {meta.model!r} ({e}); nothing written") from None
     return meta

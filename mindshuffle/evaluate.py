@@ -2,10 +2,20 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 
+import mindspore as ms
 import numpy as np
 
+from . import accel
+from .builder import create_model
+from .checkpoints import checkpoint_metadata
+from .data.digits import prepare_digits
+from .data.files import default_data_dir, scan
+from .data.loader import build_loader
+from .data.stats import resolve_stats
+from .data.transforms import build_transforms
 from .errors import DataError
 from .fileio import atomic_npy, atomic_text
 
@@ -98,9 +108,6 @@ def io_csv(rows: list) -> str:
 
 def _class_list(cfg) -> tuple:
     """Label order: classes.json beside the checkpoint (written by the engine), else the training split."""
-    import json
-    from .data.digits import prepare_digits
-    from .data.files import default_data_dir, scan
     saved = os.path.join(os.path.dirname(os.path.abspath(cfg.ckpt_path)), "classes.json")
     if os.path.isfile(saved):
         with open(saved) as f:
@@ -122,36 +129,19 @@ def _class_list(cfg) -> tuple:
 def run_validation(cfg) -> dict:
     """Evaluate ``cfg.ckpt_path`` on ``cfg.val_split`` (single process). Returns summarize()'s dict plus
     ``paths`` (the saved report files) and ``worst`` (the five lowest per-class accuracies)."""
-    import json
-    import mindspore as ms
-    from .data.files import scan
-    from .data.loader import build_loader
-    from .data.stats import resolve_stats
-    from .data.transforms import build_transforms
-    from . import accel
-    from .checkpoints import checkpoint_metadata, normalize_preprocess, read_checkpoint, rebuild_kwargs
-    from .builder import create_model
-
     ms.set_context(mode=ms.GRAPH_MODE if cfg.mode == 0 else ms.PYNATIVE_MODE, device_target=cfg.device_target)
     classes, names = _class_list(cfg)
     files = scan(cfg.dataset, cfg.data_dir, cfg.val_split, classes=classes)
-    raw = read_checkpoint(cfg.ckpt_path)
-    state = raw.get("mindshuffle_state")
-    state = json.loads(state) if isinstance(state, str) else {}
-    meta = checkpoint_metadata(raw)
-    pre = meta.get("preprocess")
-    bgr = False
-    if pre:  # the checkpoint's own preprocessing (training, or a converter: e.g. Megvii's BGR 0-255 input)
-        pre = normalize_preprocess(pre)
+    meta = checkpoint_metadata(cfg.ckpt_path)
+    pre = meta.preprocess   # training's mean/std, or a converter's (e.g. Megvii's BGR 0-255 input)
+    if pre:
         mean, std, bgr = pre["mean"], pre["std"], pre["channel_order"] == "BGR"
-    elif state.get("mean") and cfg.mean == "auto":
-        mean, std = state["mean"], state["std"]  # the statistics the model was trained with
     else:
-        mean, std = resolve_stats(cfg, scan(cfg.dataset, cfg.data_dir, cfg.train_split, classes=classes)
-                                  if cfg.mean == "auto" or cfg.std == "auto" else files)
-    num_classes = cfg.num_classes or state.get("num_classes") or len(classes)
+        mean, std, bgr = *resolve_stats(cfg, scan(cfg.dataset, cfg.data_dir, cfg.train_split, classes=classes)
+                                        if cfg.mean == "auto" or cfg.std == "auto" else files), False
+    num_classes = cfg.num_classes or meta.num_classes or len(classes)
     net = create_model(cfg.model, num_classes=num_classes, checkpoint_path=cfg.ckpt_path,
-                       **rebuild_kwargs(meta, cfg.model, cfg.model_kwargs))
+                       **meta.rebuild_kwargs(cfg.model, cfg.model_kwargs))
     net.set_train(False)
     accel.default(net, "infer", cfg.accelerate)  # on CPU: BatchNorm folded, the CPU kernels
     tf = build_transforms(cfg, mean, std, is_training=False, bgr=bgr)

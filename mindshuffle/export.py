@@ -17,7 +17,9 @@ import mindspore as ms
 from mindspore import nn
 
 from . import accel
-from .checkpoints import CheckpointError, checkpoint_metadata, normalize_preprocess, read_checkpoint, rebuild_kwargs
+from .builder import create_model
+from .checkpoints import CheckpointError, CheckpointMeta, checkpoint_metadata, normalize_preprocess, read_checkpoint
+from .convert_names import to_mindshuffle_names
 from .errors import MindshuffleError
 from .fileio import TMP_PREFIX, atomic_path
 from .layers import fuse_model
@@ -50,24 +52,22 @@ def load_checkpoint_model(checkpoint: str = "", model: str | None = None, num_cl
     (e.g. MindCV's) ``model`` must be given and the class count is read from the classifier's shape. Without a
     checkpoint, ``model`` is built with its initial weights (for trying an export).
     """
-    from .builder import create_model
-    meta = checkpoint_metadata(checkpoint) if checkpoint else {}
-    name = model or meta.get("model")
+    meta = checkpoint_metadata(checkpoint) if checkpoint else CheckpointMeta()
+    name = model or meta.model
     if not name:
         raise CheckpointError(f"checkpoint {checkpoint!r} does not record its model; pass the model name "
                               f"(e.g. --model shufflenet_v2_x1_0)")
     if num_classes is None:
-        num_classes = meta.get("num_classes")
+        num_classes = meta.num_classes
     if num_classes is None and checkpoint:
-        from .convert_names import to_mindshuffle_names
         params = to_mindshuffle_names(read_checkpoint(checkpoint))
         w = params.get("classifier.weight")
         num_classes = int(w.shape[0]) if w is not None else 1000
     net = create_model(name, num_classes=int(num_classes or 1000), checkpoint_path=checkpoint,
-                       **rebuild_kwargs(meta, name, kwargs))
+                       **meta.rebuild_kwargs(name, kwargs))
     net.set_train(False)
     if getattr(net, "preprocess", None) is None:
-        net.preprocess = normalize_preprocess(meta.get("preprocess"))
+        net.preprocess = meta.input_preprocess()
     return net
 
 

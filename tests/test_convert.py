@@ -16,7 +16,7 @@ nn = torch.nn
 import mindspore as ms  # noqa: E402
 
 from mindshuffle import create_model  # noqa: E402
-from mindshuffle.checkpoints import checkpoint_metadata, checkpoint_preprocess  # noqa: E402
+from mindshuffle.checkpoints import checkpoint_metadata  # noqa: E402
 from mindshuffle.converters import ConversionError, convert_file, torchvision_stage_orders  # noqa: E402
 from cli_helpers import tool as _tool
 
@@ -202,9 +202,9 @@ def test_torchvision_v2(tmp_path, x, width):
     out = str(tmp_path / "tv.ckpt")
     meta = convert_file(str(pth), out)
     name = f"shufflenet_v2_x{str(width).replace('.', '_')}_tv"
-    assert meta["model"] == name and meta["num_classes"] == 10
+    assert meta.model == name and meta.num_classes == 10
     meta, _ = compare(src, name, out, x)
-    pre = checkpoint_preprocess(out)
+    pre = checkpoint_metadata(out).input_preprocess()
     assert pre["channel_order"] == "RGB" and pre["mean"][0] == pytest.approx(123.675)
 
 
@@ -214,9 +214,9 @@ def test_megvii_v2(tmp_path, x):
     torch.save({"epoch": 3, "state_dict": {"module." + k: v for k, v in src.state_dict().items()}}, pth)
     out = str(tmp_path / "m2.ckpt")
     meta = convert_file(str(pth), out)
-    assert meta["model"] == "shufflenet_v2_x0_5"
+    assert meta.model == "shufflenet_v2_x0_5"
     compare(src, "shufflenet_v2_x0_5", out, x)
-    pre = checkpoint_preprocess(out)
+    pre = checkpoint_metadata(out).input_preprocess()
     assert pre["channel_order"] == "BGR" and pre["mean"] == [0, 0, 0] and pre["std"] == [1, 1, 1]
 
 
@@ -228,8 +228,8 @@ def test_megvii_v1(tmp_path, x, groups):
     torch.save({"state_dict": {"module." + k: v for k, v in src.state_dict().items()}}, pth)
     out = str(tmp_path / "m1.ckpt")
     meta = convert_file(str(pth), out)
-    assert meta["model"] == f"shufflenet_v1_g{groups}_x0_5" and meta["v1_shuffle"] == "authors"
-    _, net = compare(src, meta["model"], out, x)
+    assert meta.model == f"shufflenet_v1_g{groups}_x0_5" and meta.v1_shuffle == "authors"
+    _, net = compare(src, meta.model, out, x)
     assert net.preprocess["channel_order"] == "BGR"
 
 

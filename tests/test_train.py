@@ -299,10 +299,10 @@ def test_training_checkpoint_carries_its_preprocessing(full_run):
     from mindshuffle.checkpoints import checkpoint_metadata
     meta = checkpoint_metadata(os.path.join(full_run, "best.ckpt"))
     state = json.loads(str(ms.load_checkpoint(os.path.join(full_run, "best.ckpt"))["mindshuffle_state"]))
-    assert meta["model"] == "shufflenet_v2_x0_5" and meta["num_classes"] == CLASSES
-    assert meta["class_names"] == [f"class_{k}" for k in range(CLASSES)]
-    assert meta["preprocess"]["channel_order"] == "RGB"
-    assert meta["preprocess"]["mean"] == pytest.approx(state["mean"])
+    assert meta.model == "shufflenet_v2_x0_5" and meta.num_classes == CLASSES
+    assert meta.class_names == [f"class_{k}" for k in range(CLASSES)]
+    assert meta.preprocess["channel_order"] == "RGB"
+    assert meta.preprocess["mean"] == pytest.approx(state["mean"])
 
 
 def test_checkpoint_rebuilds_the_model_kwargs_variant(full_run, data_dir, tmp_path, capsys):
@@ -312,7 +312,7 @@ def test_checkpoint_rebuilds_the_model_kwargs_variant(full_run, data_dir, tmp_pa
     from mindshuffle.export import load_checkpoint_model
     from mindshuffle.models.shufflenet_v2 import ShuffleUnitV2
     ckpt = os.path.join(full_run, "best.ckpt")
-    assert checkpoint_metadata(ckpt)["model_kwargs"] == {"repeats": [2, 1, 1]}
+    assert checkpoint_metadata(ckpt).model_kwargs == {"repeats": [2, 1, 1]}
     net = load_checkpoint_model(ckpt)
     assert net.model_kwargs == {"repeats": [2, 1, 1]} and net.num_classes == CLASSES
     assert sum(isinstance(c, ShuffleUnitV2) for _, c in net.cells_and_names()) == 4
@@ -347,19 +347,19 @@ def test_bgr_transform_swaps_channels_before_normalising(rng):
 
 def test_validate_uses_the_checkpoint_preprocessing(full_run, tmp_path, monkeypatch):
     """A checkpoint that records BGR 0-255 input (as converted Megvii weights do) is validated that way."""
-    from mindshuffle.data import transforms
+    from mindshuffle import evaluate
     from mindshuffle.checkpoints import save_checkpoint
     from mindshuffle.evaluate import run_validation
     net = shallow_net(checkpoint_path=os.path.join(full_run, "best.ckpt"))
     net.preprocess = {"channel_order": "BGR", "mean": [0, 0, 0], "std": [1, 1, 1]}
     ckpt = save_checkpoint(net, str(tmp_path / "bgr.ckpt"))
     seen = {}
-    real = transforms.build_transforms
+    real = evaluate.build_transforms
 
     def spy(cfg, mean, std, is_training, bgr=False):
         seen.update(mean=list(mean), std=list(std), bgr=bgr)
         return real(cfg, mean, std, is_training, bgr=bgr)
-    monkeypatch.setattr(transforms, "build_transforms", spy)  # where run_validation imports it from
+    monkeypatch.setattr(evaluate, "build_transforms", spy)
     cfg = load(os.path.join(full_run, "recipe.yaml"), {"ckpt_path": ckpt})
     res = run_validation(cfg)
     assert seen == {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "bgr": True}

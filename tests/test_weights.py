@@ -11,6 +11,7 @@ from mindshuffle import create_model
 from mindshuffle.checkpoints import (CheckpointError, checkpoint_metadata, load_model_weights, save_checkpoint,
                                      uses_authors_shuffle, uses_pool_same)
 from mindshuffle.convert_names import META_KEY, detect_layout
+from mindshuffle.meta import STATE_KEY, CheckpointMeta
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +47,8 @@ def test_mindcv_v2_checkpoint_loads_as_is(mindcv_v2, x, tmp_path):
     # re-saved in mindshuffle's names, the checkpoint remembers the pooling and the preprocessing
     again = save_checkpoint(net, str(tmp_path / "ours.ckpt"))
     meta = checkpoint_metadata(again)
-    assert meta["model"] == "shufflenet_v2_x0_5" and meta["pool_same"] is True
-    assert meta["preprocess"]["channel_order"] == "RGB"
+    assert meta.model == "shufflenet_v2_x0_5" and meta.pool_same is True
+    assert meta.preprocess["channel_order"] == "RGB"
     net2 = create_model("shufflenet_v2_x0_5", num_classes=10, checkpoint_path=again)
     assert uses_pool_same(net2)
     for a, b in zip(net.get_parameters(), net2.get_parameters()):
@@ -96,14 +97,39 @@ def test_new_num_classes_keeps_all_but_classifier(mindcv_v2, caplog):
     assert net.classifier.weight.shape == (3, 1024)
 
 
+def test_checkpoint_meta_type():
+    """The one metadata type: JSON round trip keeping keys it does not know, preprocessing checked and completed
+    on the way in, an engine-only checkpoint described by its run state, anything unreadable read as empty."""
+    meta = CheckpointMeta(model="shufflenet_v2_x0_5", num_classes="3", model_kwargs={"repeats": [2, 1, 1]},
+                          preprocess={"input_size": 64, "mean": [0.5] * 3, "std": [0.25] * 3, "scale": 1 / 255},
+                          extra={"from_a_newer_version": 1})
+    assert meta.num_classes == 3 and meta.preprocess["resize"] == 73
+    assert meta.preprocess["mean"] == pytest.approx([127.5] * 3) and meta.preprocess["channel_order"] == "RGB"
+    again = CheckpointMeta.from_json(meta.to_json())
+    assert again == meta and json.loads(meta.to_json())["from_a_newer_version"] == 1
+    assert "v1_shuffle" not in json.loads(meta.to_json()) and json.loads(meta.to_json())["pool_same"] is False
+    assert meta.rebuild_kwargs("shufflenet_v2_x0_5", {"drop_rate": 0.1}) == {"repeats": [2, 1, 1], "drop_rate": 0.1}
+    assert meta.rebuild_kwargs("shufflenet_v2_x1_0", {}) == {}
+    for junk in ("{", "[1, 2]", None, 7):
+        assert CheckpointMeta.from_json(junk) == CheckpointMeta()
+    assert CheckpointMeta().input_preprocess()["input_size"] == 224   # unknown: ImageNet's defaults
+    with pytest.raises(CheckpointError, match="channel_order"):
+        CheckpointMeta.from_json('{"preprocess": {"channel_order": "YUV"}}')
+    state = {"model": "shufflenet_v2_x1_0", "num_classes": 10, "mean": [1, 2, 3], "std": [4, 5, 6], "image_resize": 32}
+    old = CheckpointMeta.from_checkpoint({STATE_KEY: json.dumps(state)})
+    assert (old.model, old.num_classes, old.preprocess["mean"], old.preprocess["input_size"]) == \
+        ("shufflenet_v2_x1_0", 10, [1, 2, 3], 32)
+    assert CheckpointMeta.from_checkpoint({META_KEY: meta.to_json(), STATE_KEY: json.dumps(state)}) == meta
+
+
 def test_metadata_roundtrip(tmp_path):
     net = randomize(create_model("shufflenet_v2_x0_5", num_classes=3))
     net.preprocess = {"channel_order": "BGR", "mean": [0, 0, 0], "std": [1, 1, 1], "input_size": 64}
     net.class_names = ["cat", "dog", "owl"]
     path = save_checkpoint(net, str(tmp_path / "m.ckpt"), append_dict={"epoch_num": 7})
     meta = checkpoint_metadata(path)
-    assert meta["num_classes"] == 3 and meta["class_names"] == ["cat", "dog", "owl"]
-    assert meta["preprocess"]["resize"] == 73 and meta["pool_same"] is False
+    assert meta.num_classes == 3 and meta.class_names == ["cat", "dog", "owl"]
+    assert meta.preprocess["resize"] == 73 and meta.pool_same is False
     net2 = create_model("shufflenet_v2_x0_5", num_classes=3)
     extras = load_model_weights(net2, path)
     assert net2.preprocess["channel_order"] == "BGR" and net2.class_names == ["cat", "dog", "owl"]

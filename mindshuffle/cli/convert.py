@@ -36,9 +36,9 @@ def main(argv=None) -> int:
     except (CheckpointError, UnknownModelError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    pre = meta["preprocess"]
-    print(f"converted {args.src} ({meta['source']}) -> {args.output}")
-    print(f"  model {meta['model']}, {meta['num_classes']} classes; input {pre['channel_order']} "
+    pre = meta.input_preprocess()
+    print(f"converted {args.src} ({meta.source}) -> {args.output}")
+    print(f"  model {meta.model}, {meta.num_classes} classes; input {pre['channel_order']} "
           f"mean {pre['mean']} std {pre['std']} (0-255 scale), resize {pre['resize']}, crop {pre['input_size']}")
     return 0
 

@@ -15,14 +15,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..checkpoints import model_metadata, read_checkpoint, save_checkpoint
-from ..convert_names import META_KEY
+from ..ema import TRAIN_PREFIX
 from ..errors import RunFolderError
+from ..meta import META_KEY, STATE_KEY
+from ..paramwrite import ParameterWriter
 
 __all__ = ["STATE_KEY", "Progress", "run_state", "save_checkpoint_file", "read_last", "agree_on_last", "restore"]
 
 log = logging.getLogger("mindshuffle")
-
-STATE_KEY = "mindshuffle_state"
 
 
 @dataclass
@@ -49,7 +49,7 @@ def save_checkpoint_file(path: str, params, state: dict, net=None) -> None:
     ``net``, the model's metadata that validate/infer/export read back."""
     extra = {STATE_KEY: json.dumps(state), "epoch_num": int(state["epoch"]), "step_num": int(state["step"])}
     if net is not None:
-        extra[META_KEY] = json.dumps(model_metadata(net))
+        extra[META_KEY] = model_metadata(net).to_json()
     items = params.items() if isinstance(params, dict) else ((p.name, p) for p in params)
     save_checkpoint([{"name": k, "data": v} for k, v in items], path, append_dict=extra)
 
@@ -98,7 +98,6 @@ def _ranks(ranks: list) -> str:
 def restore(run, ckpt: dict, state: dict) -> Progress:
     """Load weights, optimizer moments and EMA state; place the optimizer at the first step of the next epoch."""
     import mindspore as ms
-    from ..paramwrite import ParameterWriter
     opt, plan, last = run.optimizer, run.plan, run.folder.last
     table = {opt.global_step.name, getattr(opt.learning_rate, "name", "learning_rate")}
     params = {k: v for k, v in ckpt.items() if isinstance(v, ms.Parameter) and k not in table}
@@ -125,7 +124,6 @@ def restore(run, ckpt: dict, state: dict) -> Progress:
 
 
 def _restore_ema(run, params: dict, last: str) -> None:
-    from ..ema import TRAIN_PREFIX
     has_ema = any(k.startswith(TRAIN_PREFIX) for k in params)
     if run.ema is not None:
         try:
