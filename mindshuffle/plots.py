@@ -6,9 +6,10 @@ it returns the list of written paths. Files are written atomically.
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
+
+from .fileio import atomic_path
 
 __all__ = ["have_matplotlib", "plot_accuracy", "plot_loss", "plot_lr", "plot_confusion", "plot_compare",
            "most_confused"]
@@ -34,10 +35,8 @@ def _save(fig, stem: str, formats=("png", "svg")) -> list:
     folder = os.path.dirname(os.path.abspath(stem))
     os.makedirs(folder, exist_ok=True)
     for ext in formats:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="." + ext, dir=folder)
-        os.close(fd)
-        fig.savefig(tmp, format=ext, dpi=120, bbox_inches="tight")
-        os.replace(tmp, f"{stem}.{ext}")
+        with atomic_path(f"{stem}.{ext}", suffix="." + ext) as tmp:
+            fig.savefig(tmp, format=ext, dpi=120, bbox_inches="tight")
         paths.append(f"{stem}.{ext}")
     _plt().close(fig)
     return paths

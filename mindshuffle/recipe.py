@@ -12,15 +12,15 @@ import difflib
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import yaml
 
 from .errors import RecipeError
+from .fileio import atomic_write
 
-__all__ = ["Key", "KEYS", "Recipe", "RecipeError", "load", "parse_overrides", "save", "keys_table"]
+__all__ = ["Key", "KEYS", "Recipe", "RecipeError", "load", "parse_overrides", "coerce", "save", "keys_table"]
 
 
 @dataclass(frozen=True)
@@ -418,13 +418,8 @@ def _check_auto_augment(value: str) -> None:
 
 def save(cfg: Recipe, path: str) -> str:
     """Write the resolved recipe as YAML atomically."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".yaml", dir=folder)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        yaml.safe_dump(dict(cfg), f, sort_keys=False)
-    os.replace(tmp, path)
-    return path
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return atomic_write(path, lambda f: yaml.safe_dump(dict(cfg), f, sort_keys=False), suffix=".yaml")
 
 
 def keys_table() -> str:

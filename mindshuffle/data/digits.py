@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from ..errors import DataError
-from ..fileio import atomic_json
+from ..fileio import atomic_json, atomic_write
 
 __all__ = ["prepare_digits"]
 
@@ -49,9 +49,7 @@ def prepare_digits(root: str, size: int = 32, val_fraction: float = 0.2, seed: i
             folder = os.path.join(root, split, str(digits.target[i]))
             os.makedirs(folder, exist_ok=True)
             path = os.path.join(folder, f"{i:04d}.png")
-            tmp = f"{path}.{os.getpid()}.tmp"
-            img.save(tmp, format="PNG")
-            os.replace(tmp, path)
+            atomic_write(path, lambda f: img.save(f, format="PNG"), binary=True, suffix=".png")
     atomic_json(done, {"train": len(train_idx), "val": len(val_idx), "size": size, "seed": seed})
     log.info("digits: wrote %d train and %d val images (%d px) to %s", len(train_idx), len(val_idx), size, root)
     return root

@@ -6,11 +6,11 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 
 import numpy as np
 
 from ..errors import DataError
+from ..fileio import atomic_json
 from ..meta import IMAGENET_MEAN as _IMAGENET_MEAN, IMAGENET_STD as _IMAGENET_STD
 from .files import FileList
 
@@ -88,10 +88,7 @@ def resolve_stats(cfg, train: FileList, cache_dir: str | None = None) -> tuple:
                 with open(c) as f:
                     data = json.load(f)
             data[key] = {"mean": m, "std": s, "images": len(train)}
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(c))
-            with os.fdopen(fd, "w") as f:
-                json.dump(data, f, indent=1)
-            os.replace(tmp, c)
+            atomic_json(c, data)
             break
         except OSError:
             continue
