@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from . import plots as P
+from .builder import model_info
 from .fileio import atomic_text, markdown_table
 from .runfiles import SUMMARY_COLUMNS, summary_table
 
@@ -153,7 +154,6 @@ def _recipe_table(r: dict, s: dict) -> str:
 
 
 def _model_line(model: str, s: dict) -> str:
-    from .builder import model_info
     parts = [f"`{model}`"]
     if s.get("params (M)") is not None:
         parts.append(f"{s['params (M)']} M trainable parameters (this run's classifier)")

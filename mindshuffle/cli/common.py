@@ -16,12 +16,12 @@ def add_weights_args(ap, ckpt_help: str = "checkpoint (mindshuffle, converted or
 
 def add_accelerate_arg(ap) -> None:
     """``--accelerate True|False``, read like the recipe key of that name (the CPU accelerator; default on)."""
-    from ..recipe import KEYS, RecipeError, _to_bool
+    from ..recipe import KEYS, RecipeError, coerce
     key = next(k for k in KEYS if k.name == "accelerate")
 
     def parse(v):
         try:
-            return _to_bool(key, v)
+            return coerce("accelerate", v)
         except RecipeError as e:
             raise argparse.ArgumentTypeError(str(e)) from None
 

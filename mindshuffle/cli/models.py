@@ -6,7 +6,6 @@
     python tools/models.py --weights [--markdown]   # the published pretrained weights (README's weights table)
 """
 import argparse
-import os
 import sys
 
 

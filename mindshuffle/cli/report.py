@@ -3,7 +3,6 @@
     python tools/report.py RUN_DIR [--out DIR]
 """
 import argparse
-import os
 import sys
 
 

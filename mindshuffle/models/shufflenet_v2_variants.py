@@ -15,7 +15,7 @@ names, weight loading and ``features_only`` work as for the plain widths.
 from __future__ import annotations
 
 from ..registry import register_model
-from .shufflenet_v2 import STAGE_WIDTHS, ShuffleNetV2
+from .shufflenet_v2 import ShuffleNetV2
 
 __all__ = ["V2_STAR_MMAP"]
 

@@ -6,7 +6,9 @@ import logging
 
 import numpy as np
 
+from ..builder import create_model, model_info
 from ..errors import RecipeError
+from ..registry import ModelArgumentError
 
 __all__ = ["build_model", "param_groups", "make_optimizer", "make_loss"]
 
@@ -14,8 +16,6 @@ log = logging.getLogger("mindshuffle")
 
 
 def build_model(cfg, num_classes: int):
-    from ..builder import create_model, model_info
-    from ..registry import ModelArgumentError
     kw = dict(cfg.model_kwargs)
     if cfg.drop_rate is not None:
         kw["drop_rate"] = cfg.drop_rate

@@ -8,6 +8,8 @@ import logging
 import math
 import os
 
+from .build import build_model, make_optimizer
+from .inputs import TrainInputs
 from .logs import start_logging
 from .plan import resolve
 
@@ -32,7 +34,6 @@ def _cards(cfg) -> int:
 
 def _data(cfg, world: int) -> tuple:
     """(steps per epoch, classes, what was assumed)."""
-    from .inputs import TrainInputs
     prepared = cfg.dataset != "digits" or os.path.isfile(os.path.join(cfg.data_dir, ".prepared"))
     if os.path.isdir(cfg.data_dir) and prepared:
         data = TrainInputs(cfg, world)
@@ -46,7 +47,6 @@ def _data(cfg, world: int) -> tuple:
 
 def dry_run(cfg) -> dict:
     import mindspore as ms
-    from .build import build_model, make_optimizer
     start_logging(0)
     world = _cards(cfg)
     steps, classes, data_note = _data(cfg, world)

@@ -9,18 +9,25 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import accel
+from ..builder import model_info
+from ..ema import WeightEMA
 from ..errors import RecipeError
 from ..evaluate import Accumulator, save_report, summarize
 from ..recipe import Recipe, save as save_recipe
+from ..runfiles import append_steps, read_metrics, read_steps, write_metrics, write_steps
 from . import state as S
+from .build import build_model, make_loss, make_optimizer
 from .callbacks import Callback, CallbackList, EMASwap, ProgressBar, StepLog
 from .context import init_context, interruptible, seed_everything
+from .dry_run import dry_run
 from .inputs import TrainInputs
 from .logs import attach_file_log, start_logging
 from .loop import sync_bn_stats, train_one_epoch, validate
 from .plan import RunPlan, resolve
 from .run_folder import RunFolder
 from .saver import CheckpointSaver
+from .step import HostFeed, SinkFeed, TrainStep, compile_fn
 from .summary import finish
 
 __all__ = ["fit", "Run", "Interrupted"]
@@ -71,7 +78,6 @@ def fit(cfg: Recipe, resume: bool = False, callbacks=()) -> dict:
     ``Interrupted`` naming the last saved epoch."""
     cfg = Recipe(cfg)
     if cfg.dry_run:
-        from .dry_run import dry_run
         return dry_run(cfg)
     folder = RunFolder(cfg.ckpt_save_dir)
     folder.check_usable()
@@ -92,7 +98,6 @@ def fit(cfg: Recipe, resume: bool = False, callbacks=()) -> dict:
 
 def _set_up(cfg, folder, rank, world, last, callbacks) -> Run:
     """Everything before the first write: a refused start changes nothing in the folder."""
-    from ..builder import model_info
     model_info(cfg.model)  # an unknown model name fails here, before any data is read
     if cfg.ema and not 0.0 < cfg.ema_decay < 1.0:
         raise RecipeError(f"ema_decay: {cfg.ema_decay} is not between 0 and 1; use e.g. 0.9999 (ImageNet) or "
@@ -117,10 +122,6 @@ def _set_up(cfg, folder, rank, world, last, callbacks) -> Run:
 
 def _build(run: Run) -> None:
     """Model (with the metadata its checkpoints record), optimizer, EMA, compiled steps and the feed."""
-    from .. import accel
-    from ..ema import WeightEMA
-    from .build import build_model, make_loss, make_optimizer
-    from .step import HostFeed, SinkFeed, TrainStep, compile_fn
     cfg, plan, data = run.cfg, run.plan, run.data
     net = accel.default(build_model(cfg, data.num_classes), "train", cfg.accelerate)  # CPU kernels on CPU
     net.class_names = [str(n) for n in data.train.names]
@@ -164,13 +165,11 @@ def _begin_writing(run: Run, resume: bool) -> None:
     save_recipe(Recipe(cfg, stop_after_epoch=0), folder.file("recipe.yaml"))  # stop_after_epoch: this process only
     folder.write_json("classes.json", {"classes": run.data.train.classes, "names": run.data.train.names})
     if resume:
-        from ..runfiles import read_metrics, read_steps, write_steps
         run.history = [r for r in read_metrics(folder.file("metrics.csv")) if r["epoch"] <= run.progress.epoch]
         last_step = run.progress.epoch * run.plan.steps_per_epoch
         write_steps(folder.file("steps.csv"), read_steps(folder.file("steps.csv"), last_step))
         run.saver.resume(run.history, run.progress.epoch)
     else:
-        from ..runfiles import write_steps
         write_steps(folder.file("steps.csv"), [])
 
 
@@ -226,7 +225,6 @@ def _one_epoch(run: Run, epoch: int) -> None:
 def _save_epoch(run: Run, epoch: int, row: dict, acc: Accumulator | None, step_rows: list) -> None:
     """metrics.csv, steps.csv, last.ckpt, (when val top-1 improved) best.ckpt with its evaluation and the
     epoch checkpoint the policy keeps (saver.py); rank 0."""
-    from ..runfiles import append_steps, write_metrics
     p = run.progress
     improved = row["val_top1"] is not None and row["val_top1"] > p.best_top1
     if improved:

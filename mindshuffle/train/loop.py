@@ -8,8 +8,11 @@ import time
 
 import numpy as np
 
+from ..data.loader import build_loader
+from ..data.sampling import epoch_indices
 from ..errors import DataError
 from ..evaluate import Accumulator
+from ..paramwrite import ParameterWriter
 
 __all__ = ["train_one_epoch", "validate"]
 
@@ -61,8 +64,6 @@ def train_one_epoch(run, epoch: int) -> dict:
 def validate(run, files) -> Accumulator:
     """Each rank evaluates its shard with the compiled eval step; the confusion matrices are summed across
     ranks (float32 all-reduce)."""
-    from ..data.loader import build_loader
-    from ..data.sampling import epoch_indices
     idx = epoch_indices(len(files), 0, run.cfg.seed, run.plan.rank, run.plan.world, shuffle=False, pad=False)
     run.net.set_train(False)
     acc = Accumulator(run.num_classes)
@@ -88,7 +89,6 @@ def validate(run, files) -> Accumulator:
 def sync_bn_stats(net, world: int) -> None:
     """Average BatchNorm running statistics over ranks, so every rank (and the checkpoint) holds the same."""
     from mindspore import ops
-    from ..paramwrite import ParameterWriter
     stats = [p for p in net.get_parameters() if "moving_mean" in p.name or "moving_variance" in p.name]
     if stats:
         reduce = ops.AllReduce()

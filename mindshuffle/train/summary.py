@@ -7,9 +7,12 @@ import logging
 import numpy as np
 
 from ..fileio import atomic_npy
+from ..plots import have_matplotlib
+from ..report import make_report
 from ..runfiles import summary_table
 from .context import hardware
 from .loop import validate
+from .state import save_checkpoint_file
 
 __all__ = ["finish", "summary_row"]
 
@@ -42,7 +45,6 @@ def summary_row(run) -> dict:
 def finish(run) -> dict:
     """Called by every rank after the last epoch (the confusion pass is distributed)."""
     if run.cfg.log_sample_ids and run.plan.world > 1 and run.plan.rank > 0:  # this rank's trained weights
-        from .state import save_checkpoint_file
         save_checkpoint_file(run.folder.file(f"ranks/rank{run.plan.rank}_last.ckpt"), list(run.net.get_parameters()),
                              {"epoch": run.progress.epoch, "step": run.progress.epoch * run.plan.steps_per_epoch})
     if run.ema is not None:  # from here on the model is the averaged one (as in last.ckpt)
@@ -59,12 +61,10 @@ def finish(run) -> dict:
 
 def _write_report(run_dir: str) -> None:
     """Plots and report.md at the end of a run, when matplotlib is there; a failure here never fails the run."""
-    from ..plots import have_matplotlib
     if not have_matplotlib():
         log.info("matplotlib not installed: no plots (pip install 'mindshuffle[plots]'; then tools/report.py)")
         return
     try:
-        from ..report import make_report
         res = make_report(run_dir)
         log.info("report: %s (%d plots)", res["report"], len(res["plots"]))
     except Exception as e:  # noqa: BLE001 - the run itself succeeded
