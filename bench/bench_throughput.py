@@ -52,6 +52,8 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=2, help="untimed iterations after compiling")
     p.add_argument("--threads", type=int, default=0, help="MindSpore runtime_num_threads (0: its default)")
     p.add_argument("--torch-threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
+    p.add_argument("--settle", type=float, default=0.2,
+                   help="seconds of idle before each timed entry, so the previous entry's threads go quiet")
     p.add_argument("--no-fuse", action="store_true", help="time mindshuffle inference without BN folding")
     p.add_argument("--torch-python", default="/work/tv-venv/bin/python",
                    help="a Python with torch and torchvision; skipped when it cannot import them")
@@ -252,7 +254,7 @@ def main(argv=None):
         # rotate the order each round so that no entry always follows the same neighbour
         rot = order[r % len(order):] + order[:r % len(order)]
         for k in rot:
-            time.sleep(0.2)  # let the previous entry's worker threads go idle
+            time.sleep(args.settle)  # let the previous entry's worker threads go idle
             per_round[k].append(statistics.median(timers[k](args.iters)))
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(
             f"{k[0][:5]} x{k[1]} {k[2]} {args.batch / per_round[k][-1]:.0f}" for k in order), flush=True)

@@ -1,7 +1,7 @@
 """Validate a checkpoint: top-1, top-5 (with >= 5 classes), per-class accuracy and the confusion matrix,
 saved beside the checkpoint as <stem>_confusion.npy/.csv and <stem>_per_class.csv.
 
-    python tools/validate.py -c configs/digits_demo.yaml --ckpt_path runs/digits/best.ckpt   (-c or --config)
+    python tools/validate.py -c configs/digits_demo.yaml --ckpt_path runs/digits_demo/best.ckpt   (-c or --config)
     python tools/validate.py --model shufflenet_v2_x1_0 --pretrained --data_dir /path/to/imagenet
 
 On CPU the model runs with BatchNorm folded on mindshuffle's CPU kernels (``--accelerate False``: MindSpore's
