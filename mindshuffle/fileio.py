@@ -73,11 +73,13 @@ def refuse_existing(paths: Sequence[str], hint: str = "pass --overwrite to repla
         raise OutputExistsError(f"{existing[0]} exists already{more}; {hint}")
 
 
-def markdown_table(header: Sequence, rows: Sequence[Sequence]) -> str:
-    """A Markdown table; ``None`` cells print as ``-``."""
+def markdown_table(header: Sequence, rows: Sequence[Sequence], align: str = "") -> str:
+    """A Markdown table; ``None`` cells print as ``-``, a ``|`` in a cell is escaped. ``align``: one letter per
+    column, ``l`` (the default for columns it leaves out) or ``r`` (right-aligned, for numbers)."""
     def cell(v):
         return "-" if v is None else str(v).replace("|", "\\|")
-    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
+    rules = ["---:" if a == "r" else "---" for a in align.ljust(len(header), "l")[:len(header)]]
+    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "|".join(rules) + "|"]
     lines += ["| " + " | ".join(map(cell, r)) + " |" for r in rows]
     return "\n".join(lines)
 

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import yaml
 
 from .errors import RecipeError
-from .fileio import atomic_write
+from .fileio import atomic_write, markdown_table
 
 __all__ = ["Key", "KEYS", "Recipe", "RecipeError", "load", "parse_overrides", "coerce", "save", "keys_table"]
 
@@ -424,8 +424,6 @@ def save(cfg: Recipe, path: str) -> str:
 
 def keys_table() -> str:
     """Markdown table of every key (for the README)."""
-    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
-    for k in KEYS:
-        helptext = k.help.replace("|", "\\|") + (f" ({', '.join(map(str, k.choices))})" if k.choices else "")
-        rows.append(f"| `{k.name}` | {k.type} | `{k.default!r}` | {helptext} |")
-    return "\n".join(rows)
+    return markdown_table(("key", "type", "default", "meaning"),
+                          [(f"`{k.name}`", k.type, f"`{k.default!r}`",
+                            k.help + (f" ({', '.join(map(str, k.choices))})" if k.choices else "")) for k in KEYS])

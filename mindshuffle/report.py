@@ -126,8 +126,8 @@ def _report_md(run: dict, figures: list, confused: list, run_dir: str) -> str:
         lines += [f"### {title}", "", f"![{title}]({os.path.relpath(path, run_dir)})", ""]
     lines += ["## Most confused class pairs (validation)", ""]
     if confused:
-        lines += ["| true | predicted | count | share of true class |", "|---|---|---|---|"]
-        lines += [f"| {a} | {b} | {c} | {sh:.1%} |" for a, b, c, sh in confused]
+        lines.append(markdown_table(("true", "predicted", "count", "share of true class"),
+                                    [(a, b, c, f"{sh:.1%}") for a, b, c, sh in confused]))
     else:
         lines += ["None: every validation image was classified correctly." if run["val_confusion"] is not None
                   else "No validation confusion matrix in this run folder."]
@@ -178,11 +178,9 @@ def compare_runs(run_dirs: list, out_dir: str, labels: list | None = None) -> di
     for key, ylabel in (("val_top1", "val top-1 (%)"), ("train_top1", "train top-1 (%)"),
                         ("train_loss", "train loss")):
         written += P.plot_compare(by, key, os.path.join(out_dir, f"compare_{key}"), ylabel, ylabel)
-    lines = ["# Run comparison", "", "| run | " + " | ".join(SUMMARY_COLUMNS) + " |",
-             "|" + "---|" * (len(SUMMARY_COLUMNS) + 1)]
-    for label, r in zip(labels, runs):
-        lines.append(f"| {label} | " + " | ".join("-" if r["summary"].get(c) is None else str(r["summary"][c])
-                                                    for c in SUMMARY_COLUMNS) + " |")
+    lines = ["# Run comparison", "", markdown_table(("run", *SUMMARY_COLUMNS),
+                                                    [(label, *(r["summary"].get(c) for c in SUMMARY_COLUMNS))
+                                                     for label, r in zip(labels, runs)])]
     lines += [""] + [f"![{k}]({os.path.basename(p)})" for p, k in
                      ((p, os.path.basename(p)) for p in written if p.endswith(".png"))] + [""]
     md = os.path.join(out_dir, "compare.md")

@@ -110,3 +110,41 @@ def test_no_function_is_longer_than_80_lines():
                 if lines > 80:
                     long.append(f"{name}.{node.name}: {lines} lines")
     assert not long, "functions over 80 lines:\n" + "\n".join(long)
+
+
+def _calls_and_strings(path: str):
+    tree = ast.parse(open(path, encoding="utf-8").read())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                isinstance(node.func.value, ast.Name):
+            yield "call", f"{node.func.value.id}.{node.func.attr}"
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            yield "str", node.value
+
+
+def test_one_atomic_writer_and_one_table_helper():
+    """Files are published only by fileio's atomic writer (no other mkstemp/rename), and Markdown tables come only
+    from fileio.markdown_table (no other '---|' rule lines), in the package and the tools."""
+    tools = os.path.join(ROOT, "tools")
+    paths = dict(_modules(), **{f"tools.{f[:-3]}": os.path.join(tools, f) for f in os.listdir(tools)
+                                if f.endswith(".py")})
+    # export moves the file MindSpore wrote (in a private folder) into atomic_path's temporary file
+    allowed = {("mindshuffle.export", "os.replace")}
+    found = []
+    for name, path in sorted(paths.items()):
+        if name == "mindshuffle.fileio":
+            continue
+        for kind, what in _calls_and_strings(path):
+            if kind == "call" and what in ("os.replace", "os.rename", "tempfile.mkstemp") and \
+                    (name, what) not in allowed:
+                found.append(f"{name}: {what}")
+            if kind == "str" and "---|" in what:
+                found.append(f"{name}: a Markdown rule line {what!r}")
+    assert not found, "writers or tables of their own:\n" + "\n".join(found)
+
+
+def test_markdown_table():
+    from mindshuffle.fileio import markdown_table
+    assert markdown_table(("model", "img/s"), [("a|b", 1.5), ("c", None)], align="lr").splitlines() == [
+        "| model | img/s |", "|---|---:|", "| a\\|b | 1.5 |", "| c | - |"]
+    assert markdown_table(("x", "y", "z"), []).splitlines()[1] == "|---|---|---|"

@@ -21,6 +21,7 @@ import time
 
 os.environ.setdefault("GLOG_v", "3")
 import _entry  # noqa: F401,E402  (one clear line when mindshuffle is not installed)
+from mindshuffle.fileio import markdown_table  # noqa: E402
 
 
 def _fail(msg: str) -> int:
@@ -66,8 +67,7 @@ def rows_of(results: list, batch_sizes: tuple) -> tuple:
 
 def render(head, rows, markdown: bool) -> str:
     if markdown:
-        return "\n".join(["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
-                         + ["| " + " | ".join(r) + " |" for r in rows])
+        return markdown_table(head, rows, align="l" + "r" * len(head))
     w = [max(len(r[k]) for r in [head] + rows) for k in range(len(head))]
     return "\n".join("  ".join(c.ljust(x) if k == 0 else c.rjust(x) for k, (c, x) in enumerate(zip(r, w)))
                      for r in [head] + rows)

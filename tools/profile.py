@@ -10,6 +10,7 @@ import sys
 
 os.environ.setdefault("GLOG_v", "3")
 import _entry  # noqa: F401,E402  (one clear line when mindshuffle is not installed)
+from mindshuffle.fileio import markdown_table  # noqa: E402
 
 
 def _group_table(prof, markdown: bool, by: str = "type") -> str:
@@ -21,8 +22,7 @@ def _group_table(prof, markdown: bool, by: str = "type") -> str:
         rows.append([kind, str(d["count"]), f"{d['flops'] / 1e6:.2f}", f"{100 * d['flops'] / max(1, prof.flops):.1f}",
                      f"{d['mac'] / 1e6:.2f}", f"{100 * d['mac'] / max(1, prof.mac):.1f}", f"{d['params']:,}"])
     if markdown:
-        return "\n".join(["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
-                         + ["| " + " | ".join(r) + " |" for r in rows])
+        return markdown_table(head, rows, align="l" + "r" * len(head))
     w = [max(len(r[k]) for r in [head] + rows) for k in range(len(head))]
     return "\n".join("  ".join(c.ljust(x) if k == 0 else c.rjust(x) for k, (c, x) in enumerate(zip(r, w)))
                      for r in [head] + rows)

@@ -41,7 +41,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn
 
-from ..fileio import atomic_text
+from ..fileio import atomic_text, markdown_table
 
 __all__ = ["LayerStat", "Profile", "profile_model", "profile_cell", "conv_flops", "conv_mac", "mac_lower_bound",
            "relative_spread", "conv_output_shape"]
@@ -191,11 +191,7 @@ def _fmt_shape(shape) -> str:
 
 def _render(head, body, total, markdown: bool) -> str:
     if markdown:
-        align = "|".join("---" if i < 3 else "---:" for i in range(len(head)))
-        lines = ["| " + " | ".join(head) + " |", "|" + align + "|"]
-        lines += ["| " + " | ".join(r) + " |" for r in body]
-        lines.append("| " + " | ".join(f"**{c}**" if c else "" for c in total) + " |")
-        return "\n".join(lines)
+        return markdown_table(head, body + [[f"**{c}**" if c else "" for c in total]], align="lll" + "r" * len(head))
     rows = [head] + body + [total]
     widths = [max(len(r[k]) for r in rows) for k in range(len(head))]
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from mindspore import Tensor, nn, ops
 
+from ..fileio import markdown_table
 from . import analysis, benchmark
 
 __all__ = ["EXPERIMENTS", "PAPER", "DEFAULT_WIDTHS", "GPU_WIDTHS", "UnequalFlopsError", "Setting",
@@ -366,9 +367,7 @@ def format_table(res: dict, markdown: bool = False) -> str:
             + ", ".join(f"{v:.2%}" for v in res["spreads"].values())
             + f"; paper widths: GPU {PAPER[exp]['gpu_widths']}, ARM {PAPER[exp]['arm_widths']}")
     if markdown:
-        lines = [f"**{TITLES[exp]}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        lines += ["| " + " | ".join(r) + " |" for r in body]
-        return "\n".join(lines + ["", note])
+        return "\n".join([f"**{TITLES[exp]}**", "", markdown_table(head, body), "", note])
     table = [head] + body
     w = [max(len(r[k]) for r in table) for k in range(len(head))]
     lines = [TITLES[exp]] + ["  ".join(c.ljust(x) for c, x in zip(r, w)) for r in table]
