@@ -42,6 +42,18 @@ def _save(fig, stem: str, formats=("png", "svg")) -> list:
     return paths
 
 
+def _finish(fig, ax, stem: str, xlabel: str, ylabel: str, title: str, legend: bool = False,
+            legend_size=None) -> list:
+    """Axis labels, title, a light grid (and the legend), then save the figure (``_save``)."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if legend:
+        ax.legend(**({"fontsize": legend_size} if legend_size else {}))
+    return _save(fig, stem)
+
+
 def _col(rows: list, key: str) -> np.ndarray:
     out = []
     for r in rows:
@@ -60,12 +72,7 @@ def plot_accuracy(rows: list, stem: str, title: str = "") -> list:
         if np.isfinite(y).any():
             m = np.isfinite(y)
             ax.plot(ep[m], y[m], style, ms=3, label=key.replace("_", " "))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title(title or "accuracy")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return _save(fig, stem)
+    return _finish(fig, ax, stem, "epoch", "accuracy (%)", title or "accuracy", legend=True)
 
 
 def plot_loss(rows: list, stem: str, steps: list | None = None, title: str = "") -> list:
@@ -77,15 +84,9 @@ def plot_loss(rows: list, stem: str, steps: list | None = None, title: str = "")
         ax.plot(st, _col(steps, "loss"), lw=0.7, alpha=0.6, label="train loss per step")
         spe = max(len(steps) / max(len(rows), 1), 1)
         ax.plot(_col(rows, "epoch") * spe, _col(rows, "train_loss"), "o-", ms=4, label="train loss per epoch")
-        ax.set_xlabel("step")
     else:
         ax.plot(_col(rows, "epoch"), _col(rows, "train_loss"), "o-", ms=4, label="train loss per epoch")
-        ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    ax.set_title(title or "training loss")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return _save(fig, stem)
+    return _finish(fig, ax, stem, "step" if steps else "epoch", "loss", title or "training loss", legend=True)
 
 
 def plot_lr(steps: list, stem: str, title: str = "") -> list:
@@ -93,11 +94,7 @@ def plot_lr(steps: list, stem: str, title: str = "") -> list:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3))
     ax.plot(_col(steps, "step"), _col(steps, "lr"))
-    ax.set_xlabel("step")
-    ax.set_ylabel("learning rate")
-    ax.set_title(title or "learning rate schedule")
-    ax.grid(alpha=0.3)
-    return _save(fig, stem)
+    return _finish(fig, ax, stem, "step", "learning rate", title or "learning rate schedule")
 
 
 def most_confused(cm: np.ndarray, names: list | None = None, k: int = 10) -> list:
@@ -161,9 +158,4 @@ def plot_compare(runs: dict, key: str, stem: str, ylabel: str = "", title: str =
         m = np.isfinite(y)
         if m.any():
             ax.plot(_col(rows, "epoch")[m], y[m], "-o", ms=3, label=label)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(ylabel or key)
-    ax.set_title(title or key)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, stem)
+    return _finish(fig, ax, stem, "epoch", ylabel or key, title or key, legend=True, legend_size=8)

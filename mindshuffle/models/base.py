@@ -5,15 +5,15 @@ from __future__ import annotations
 from mindspore import Tensor, nn, ops
 from mindspore.common import initializer as init
 
-__all__ = ["ClassifierNet", "init_like_authors"]
+__all__ = ["ClassifierNet", "init_like_authors", "feature_levels"]
 
 
 class ClassifierNet(nn.Cell):
     """Base of the networks: ``construct = forward_head(forward_features(x))``.
 
-    A subclass builds ``self.dropout``, sets ``self.num_features`` (and ``self.classifier_bias`` where the
-    classifier has a bias), makes ``self.classifier = self._make_classifier(num_classes)`` and defines
-    ``stem``, ``stages`` and ``forward_features``.
+    A subclass sets ``self.num_features`` (and ``self.classifier_bias`` where the classifier has a bias), calls
+    ``self._make_head(num_classes, drop_rate)`` (dropout and classifier) and defines ``stem``, ``stages`` and
+    ``forward_features``.
     """
 
     classifier_bias = False
@@ -32,6 +32,12 @@ class ClassifierNet(nn.Cell):
 
     def get_classifier(self) -> nn.Cell:
         return self.classifier
+
+    def _make_head(self, num_classes: int, drop_rate: float) -> None:
+        """The dropout before the classifier (none at rate 0) and the classifier."""
+        self.drop_rate = drop_rate
+        self.dropout = nn.Dropout(p=drop_rate) if drop_rate > 0 else nn.Identity()
+        self.classifier = self._make_classifier(num_classes)
 
     def _make_classifier(self, num_classes: int) -> nn.Cell:
         if num_classes <= 0:
@@ -87,6 +93,11 @@ class ClassifierNet(nn.Cell):
         self.classifier = self._make_classifier(num_classes)
         if isinstance(self.classifier, nn.Dense):
             _normal(self.classifier, 0.01)
+
+
+def feature_levels(*levels: tuple) -> list:
+    """``feature_info`` (the maps ``features_only`` returns): one (channels, reduction, module name) per map."""
+    return [dict(num_chs=c, reduction=r, module=m) for c, r, m in levels]
 
 
 def _normal(cell: nn.Cell, std: float) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from mindspore import Tensor, nn, ops
 
-from .base import ClassifierNet, init_like_authors
+from .base import ClassifierNet, feature_levels, init_like_authors
 from ..layers import ConvBNAct, GroupShuffle
 from ..registry import register_model
 
@@ -125,15 +125,9 @@ class ShuffleNetV1(ClassifierNet):
             stages.append(nn.SequentialCell(units))
             c_in = c_out
         self.stage2, self.stage3, self.stage4 = stages
-        self.drop_rate = drop_rate
-        self.dropout = nn.Dropout(p=drop_rate) if drop_rate > 0 else nn.Identity()
-        self.classifier = self._make_classifier(num_classes)
-        self.feature_info = [
-            dict(num_chs=widths[0], reduction=4, module="maxpool"),
-            dict(num_chs=widths[1], reduction=8, module="stage2"),
-            dict(num_chs=widths[2], reduction=16, module="stage3"),
-            dict(num_chs=widths[3], reduction=32, module="stage4"),
-        ]
+        self._make_head(num_classes, drop_rate)
+        self.feature_info = feature_levels((widths[0], 4, "maxpool"), (widths[1], 8, "stage2"),
+                                           (widths[2], 16, "stage3"), (widths[3], 32, "stage4"))
         init_like_authors(self)
 
     def stem(self, x: Tensor) -> Tensor:

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from mindspore import Tensor, nn, ops
 
-from .base import ClassifierNet, init_like_authors
+from .base import ClassifierNet, feature_levels, init_like_authors
 from ..layers import ChannelSplit, ConvBNAct, SqueezeExcite, ZeroPadMaxPool
 from ..registry import register_model
 
-__all__ = ["ShuffleUnitV2", "ShuffleNetV2", "STAGE_WIDTHS"]
+__all__ = ["TwoBranchUnit", "ShuffleUnitV2", "ShuffleNetV2", "STAGE_WIDTHS"]
 
 # Table 5: output channels of conv1, stage2, stage3, stage4, conv5 per width multiplier
 STAGE_WIDTHS = {
@@ -30,7 +30,19 @@ STAGE_REPEATS = (4, 8, 4)
 LAYOUTS = ("megvii", "torchvision")
 
 
-class ShuffleUnitV2(nn.Cell):
+class TwoBranchUnit(nn.Cell):
+    """The V2 units' forward: stride 1 splits the input (the previous unit's shuffle, fused into
+    ``self.split``) and keeps one half as it is; stride 2 feeds the input to both branches (``branch_proj`` and
+    ``branch_main``). The branches' outputs are concatenated. Subclasses build the branches (V2, V2+)."""
+
+    def construct(self, x: Tensor) -> Tensor:
+        if self.stride == 1:
+            x_proj, x_main = self.split(x)
+            return ops.concat((x_proj, self.branch_main(x_main)), 1)
+        return ops.concat((self.branch_proj(x), self.branch_main(x)), 1)
+
+
+class ShuffleUnitV2(TwoBranchUnit):
     """One ShuffleNet V2 unit.
 
     stride 1 (basic unit): split the input into its even and odd channels (the previous unit's shuffle, fused);
@@ -74,12 +86,6 @@ class ShuffleUnitV2(nn.Cell):
         if se:
             layers.append(SqueezeExcite(main_out, reduction=2))  # SE neurons = 1/2 channels (paper App. Table 2)
         self.branch_main = nn.SequentialCell(layers)
-
-    def construct(self, x: Tensor) -> Tensor:
-        if self.stride == 1:
-            x_proj, x_main = self.split(x)
-            return ops.concat((x_proj, self.branch_main(x_main)), 1)
-        return ops.concat((self.branch_proj(x), self.branch_main(x)), 1)
 
 
 class ShuffleNetV2(ClassifierNet):
@@ -129,17 +135,10 @@ class ShuffleNetV2(ClassifierNet):
             c_in = c_out
         self.stage2, self.stage3, self.stage4 = stages
         self.conv5 = ConvBNAct(c_in, widths[4], 1)
-        self.drop_rate = drop_rate
-        self.dropout = nn.Dropout(p=drop_rate) if drop_rate > 0 else nn.Identity()
         self.classifier_bias = layout == "torchvision"
-        self.classifier = self._make_classifier(num_classes)
-        # (channels, stride, module) of the maps ``features_only`` returns: after maxpool and each stage
-        self.feature_info = [
-            dict(num_chs=widths[0], reduction=4, module="maxpool"),
-            dict(num_chs=widths[1], reduction=8, module="stage2"),
-            dict(num_chs=widths[2], reduction=16, module="stage3"),
-            dict(num_chs=widths[3], reduction=32, module="stage4"),
-        ]
+        self._make_head(num_classes, drop_rate)
+        self.feature_info = feature_levels((widths[0], 4, "maxpool"), (widths[1], 8, "stage2"),
+                                           (widths[2], 16, "stage3"), (widths[3], 32, "stage4"))
         init_like_authors(self)
 
     def stem(self, x: Tensor) -> Tensor:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from mindspore import Tensor, nn, ops
 
-from .base import ClassifierNet, init_like_authors
+from .base import ClassifierNet, feature_levels, init_like_authors
 from ..layers import ChannelSplit, ConvBNAct, SqueezeExcite
 from ..registry import register_model
 from .shufflenet_v2 import ShuffleUnitV2
@@ -108,16 +108,10 @@ class ShuffleNetV2_50(_LargeBase):  # noqa: N801 (the paper's name)
             c_in = c_out
         self.stage2, self.stage3, self.stage4, self.stage5 = stages
         self.conv6 = ConvBNAct(c_in, widths[5], 1)
-        self.drop_rate = drop_rate = 0.0 if drop_rate is None else drop_rate
-        self.dropout = nn.Dropout(p=drop_rate) if drop_rate > 0 else nn.Identity()
-        self.classifier = self._make_classifier(num_classes)
-        self.feature_info = [
-            dict(num_chs=widths[0], reduction=4, module="maxpool"),
-            dict(num_chs=widths[1], reduction=4, module="stage2"),
-            dict(num_chs=widths[2], reduction=8, module="stage3"),
-            dict(num_chs=widths[3], reduction=16, module="stage4"),
-            dict(num_chs=widths[4], reduction=32, module="stage5"),
-        ]
+        self._make_head(num_classes, 0.0 if drop_rate is None else drop_rate)
+        self.feature_info = feature_levels((widths[0], 4, "maxpool"), (widths[1], 4, "stage2"),
+                                           (widths[2], 8, "stage3"), (widths[3], 16, "stage4"),
+                                           (widths[4], 32, "stage5"))
         init_like_authors(self)
 
     def stem(self, x: Tensor) -> Tensor:
@@ -220,21 +214,15 @@ class SEShuffleNetV2Large(_LargeBase):
             c_in = c_out
         self.stage2, self.stage3, self.stage4, self.stage5 = stages
         self.conv_last = ConvBNAct(c_in, head_channels, 3)
-        self.drop_rate = drop_rate = 0.2 if drop_rate is None else drop_rate
-        self.dropout = nn.Dropout(p=drop_rate) if drop_rate > 0 else nn.Identity()
-        self.classifier = self._make_classifier(num_classes)
+        self._make_head(num_classes, 0.2 if drop_rate is None else drop_rate)
         self.aux_heads = bool(aux_heads) and num_classes > 0
         if self.aux_heads:
             self.aux56 = AuxHead(widths[0], widths[0], num_classes)
             self.aux28 = AuxHead(widths[1], widths[1], num_classes)
             self.aux14 = AuxHead(widths[2], widths[2], num_classes)
-        self.feature_info = [
-            dict(num_chs=stem[2], reduction=4, module="maxpool"),
-            dict(num_chs=widths[0], reduction=4, module="stage2"),
-            dict(num_chs=widths[1], reduction=8, module="stage3"),
-            dict(num_chs=widths[2], reduction=16, module="stage4"),
-            dict(num_chs=widths[3], reduction=32, module="stage5"),
-        ]
+        self.feature_info = feature_levels((stem[2], 4, "maxpool"), (widths[0], 4, "stage2"),
+                                           (widths[1], 8, "stage3"), (widths[2], 16, "stage4"),
+                                           (widths[3], 32, "stage5"))
         init_like_authors(self)
 
     def stem(self, x: Tensor) -> Tensor:

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 from mindspore import Tensor, nn, ops
 
-from .base import ClassifierNet, init_like_authors
+from .base import ClassifierNet, feature_levels, init_like_authors
 from ..layers import ChannelSplit, ConvBNAct
 from ..registry import register_model
+from .shufflenet_v2 import TwoBranchUnit
 
 __all__ = ["ShuffleNetV2Plus", "ShuffleUnitV2Plus", "SqueezeExciteBN", "ARCHITECTURE", "PLUS_WIDTHS"]
 
@@ -56,7 +57,7 @@ class SqueezeExciteBN(nn.Cell):
         return x * s
 
 
-class ShuffleUnitV2Plus(nn.Cell):
+class ShuffleUnitV2Plus(TwoBranchUnit):
     """One V2+ unit: a ShuffleNet V2 unit (Fig. 3c/d of the paper) of one of four searched kinds.
 
     ``shuffle3/5/7``: main branch 1x1 -> kxk depthwise -> 1x1 (act after the 1x1 convs);
@@ -108,12 +109,6 @@ class ShuffleUnitV2Plus(nn.Cell):
             layers.append(SqueezeExciteBN(outputs))
         self.branch_main = nn.SequentialCell(layers)
 
-    def construct(self, x: Tensor) -> Tensor:
-        if self.stride == 1:
-            x_proj, x_main = self.split(x)
-            return ops.concat((x_proj, self.branch_main(x_main)), 1)
-        return ops.concat((self.branch_proj(x), self.branch_main(x)), 1)
-
 
 class ShuffleNetV2Plus(ClassifierNet):
     """ShuffleNet V2+ classifier / backbone.
@@ -159,16 +154,10 @@ class ShuffleNetV2Plus(ClassifierNet):
         self.last_se = SqueezeExciteBN(widths[5])
         self.fc = nn.Dense(widths[5], widths[5], has_bias=False)
         self.fc_act = nn.HSwish()
-        self.drop_rate = drop_rate = 0.2 if drop_rate is None else drop_rate
-        self.dropout = nn.Dropout(p=drop_rate) if drop_rate > 0 else nn.Identity()
-        self.classifier = self._make_classifier(num_classes)
-        self.feature_info = [
-            dict(num_chs=widths[0], reduction=2, module="conv1"),
-            dict(num_chs=widths[1], reduction=4, module="stage2"),
-            dict(num_chs=widths[2], reduction=8, module="stage3"),
-            dict(num_chs=widths[3], reduction=16, module="stage4"),
-            dict(num_chs=widths[4], reduction=32, module="stage5"),
-        ]
+        self._make_head(num_classes, 0.2 if drop_rate is None else drop_rate)
+        self.feature_info = feature_levels((widths[0], 2, "conv1"), (widths[1], 4, "stage2"),
+                                           (widths[2], 8, "stage3"), (widths[3], 16, "stage4"),
+                                           (widths[4], 32, "stage5"))
         self._init_weights()
 
     def _init_weights(self) -> None:
