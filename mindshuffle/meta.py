@@ -90,9 +90,13 @@ class CheckpointMeta:
 
     @classmethod
     def from_dict(cls, d: dict) -> "CheckpointMeta":
+        """The metadata in ``d``; ``CheckpointError`` for a field of the wrong kind."""
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        return cls(**{k: v for k, v in d.items() if k in names},
-                   extra={k: v for k, v in d.items() if k not in names})
+        try:
+            return cls(**{k: v for k, v in d.items() if k in names},
+                       extra={k: v for k, v in d.items() if k not in names})
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"the checkpoint's metadata ({META_KEY}) is malformed: {e}") from None
 
     def to_dict(self) -> dict:
         """The fields that say something (unset ones are left out; ``pool_same`` always), then ``extra``."""

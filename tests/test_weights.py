@@ -115,6 +115,8 @@ def test_checkpoint_meta_type():
     assert CheckpointMeta().input_preprocess()["input_size"] == 224   # unknown: ImageNet's defaults
     with pytest.raises(CheckpointError, match="channel_order"):
         CheckpointMeta.from_json('{"preprocess": {"channel_order": "YUV"}}')
+    with pytest.raises(CheckpointError, match="malformed.*num_classes|malformed.*int"):
+        CheckpointMeta.from_json('{"num_classes": "ten"}')
     state = {"model": "shufflenet_v2_x1_0", "num_classes": 10, "mean": [1, 2, 3], "std": [4, 5, 6], "image_resize": 32}
     old = CheckpointMeta.from_checkpoint({STATE_KEY: json.dumps(state)})
     assert (old.model, old.num_classes, old.preprocess["mean"], old.preprocess["input_size"]) == \
