@@ -10,7 +10,7 @@ import numpy as np
 
 from . import accel
 from .builder import create_model
-from .checkpoints import checkpoint_metadata
+from .checkpoints import checkpoint_metadata, read_checkpoint
 from .data.digits import prepare_digits
 from .data.files import default_data_dir, scan
 from .data.loader import build_loader
@@ -18,6 +18,7 @@ from .data.stats import resolve_stats
 from .data.transforms import build_transforms
 from .errors import DataError
 from .fileio import atomic_npy, atomic_text
+from .meta import run_state_of
 
 __all__ = ["Accumulator", "evaluate", "summarize", "save_report"]
 
@@ -132,14 +133,17 @@ def run_validation(cfg) -> dict:
     ms.set_context(mode=ms.GRAPH_MODE if cfg.mode == 0 else ms.PYNATIVE_MODE, device_target=cfg.device_target)
     classes, names = _class_list(cfg)
     files = scan(cfg.dataset, cfg.data_dir, cfg.val_split, classes=classes)
-    meta = checkpoint_metadata(cfg.ckpt_path)
+    raw = read_checkpoint(cfg.ckpt_path)
+    meta = checkpoint_metadata(raw)
     pre = meta.preprocess   # training's mean/std, or a converter's (e.g. Megvii's BGR 0-255 input)
     if pre:
         mean, std, bgr = pre["mean"], pre["std"], pre["channel_order"] == "BGR"
     else:
         mean, std, bgr = *resolve_stats(cfg, scan(cfg.dataset, cfg.data_dir, cfg.train_split, classes=classes)
                                         if cfg.mean == "auto" or cfg.std == "auto" else files), False
-    num_classes = cfg.num_classes or meta.num_classes or len(classes)
+    # the run's class count (it may exceed the classes in the data), else the data's classes (a classifier of
+    # another size is refused before: cli/validate)
+    num_classes = cfg.num_classes or run_state_of(raw).get("num_classes") or len(classes)
     net = create_model(cfg.model, num_classes=num_classes, checkpoint_path=cfg.ckpt_path,
                        **meta.rebuild_kwargs(cfg.model, cfg.model_kwargs))
     net.set_train(False)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from .errors import CheckpointError
 
-__all__ = ["META_KEY", "STATE_KEY", "CheckpointMeta", "IMAGENET_MEAN", "IMAGENET_STD", "IMAGENET_PREPROCESS",
+__all__ = ["META_KEY", "STATE_KEY", "CheckpointMeta", "run_state_of", "IMAGENET_MEAN", "IMAGENET_STD", "IMAGENET_PREPROCESS",
            "IMAGE_EXTENSIONS", "PREDICT_EXTENSIONS", "normalize_preprocess"]
 
 META_KEY = "mindshuffle_meta"     # CheckpointMeta as a JSON string, stored beside the weights
@@ -55,6 +55,16 @@ def normalize_preprocess(pre: dict | None) -> dict:
     out.update(channel_order=order, mean=mean, std=std, resize=int(out["resize"]),
                input_size=int(out["input_size"]))
     return out
+
+
+def run_state_of(ckpt: dict) -> dict:
+    """The training engine's run state stored in a loaded checkpoint (``STATE_KEY``: epoch, best top-1, the run's
+    class count, mean/std, ...); ``{}`` for a checkpoint the engine did not write or an unreadable entry."""
+    try:
+        state = json.loads(ckpt[STATE_KEY]) if isinstance(ckpt.get(STATE_KEY), str) else {}
+    except ValueError:
+        state = {}
+    return state if isinstance(state, dict) else {}
 
 
 @dataclass
@@ -123,12 +133,7 @@ class CheckpointMeta:
         mean/std and input size it was trained with."""
         if isinstance(ckpt.get(META_KEY), str):
             return cls.from_json(ckpt[META_KEY])
-        state = ckpt.get(STATE_KEY)
-        try:
-            state = json.loads(state) if isinstance(state, str) else {}
-        except ValueError:
-            state = {}
-        state = state if isinstance(state, dict) else {}
+        state = run_state_of(ckpt)
         pre = None
         if state.get("mean") and state.get("std"):
             pre = {"channel_order": "RGB", "mean": state["mean"], "std": state["std"]}

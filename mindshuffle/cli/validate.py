@@ -18,16 +18,17 @@ os.environ.setdefault("GLOG_v", "3")
 def _check_class_count(cfg) -> None:
     """Refuse a checkpoint whose classifier has another size than the classes validated: its outputs would
     not mean these classes (loading would silently keep a newly initialised classifier)."""
-    from mindshuffle.checkpoints import CheckpointError, checkpoint_metadata, read_checkpoint
+    from mindshuffle.checkpoints import CheckpointError, read_checkpoint
     from mindshuffle.convert_names import to_mindshuffle_names
     from mindshuffle.evaluate import _class_list
     from mindshuffle.builder import model_info
+    from mindshuffle.meta import run_state_of
     ckpt = to_mindshuffle_names(read_checkpoint(cfg.ckpt_path))
     weight = ckpt.get(model_info(cfg.model).classifier + ".weight")
     if weight is None:
         return  # another model's checkpoint: loading names the mismatch
     classes = _class_list(cfg)[0]
-    expected = cfg.num_classes or checkpoint_metadata(ckpt).num_classes or len(classes)
+    expected = cfg.num_classes or run_state_of(ckpt).get("num_classes") or len(classes)
     rows = int(weight.shape[0])
     if rows != expected:
         raise CheckpointError(f"checkpoint {cfg.ckpt_path!r} has a classifier for {rows} classes, but the data "
