@@ -9,14 +9,15 @@ import mindspore as ms
 import numpy as np
 
 from . import accel
-from .builder import create_model
+from .builder import create_model, model_info
 from .checkpoints import checkpoint_metadata, read_checkpoint
+from .convert_names import to_mindshuffle_names
 from .data.digits import prepare_digits
 from .data.files import default_data_dir, scan
 from .data.loader import build_loader
 from .data.stats import resolve_stats
 from .data.transforms import build_transforms
-from .errors import DataError
+from .errors import CheckpointError, DataError
 from .fileio import atomic_npy, atomic_text
 from .meta import run_state_of
 
@@ -127,23 +128,36 @@ def _class_list(cfg) -> tuple:
     return classes, classes
 
 
+def _class_count(cfg, ckpt: dict, weight, data_classes: int) -> int:
+    """The classifier size to validate with: ``num_classes``, else the run's (the engine's run state in ``ckpt``:
+    it may exceed the data's classes), else the data's. A checkpoint whose classifier ``weight`` has another size
+    is refused: its outputs would not mean these classes (loading would silently keep a newly initialised
+    classifier). ``weight`` None: another model's checkpoint, which loading names."""
+    count = cfg.num_classes or run_state_of(ckpt).get("num_classes") or data_classes
+    if weight is not None and int(weight.shape[0]) != count:
+        rows = int(weight.shape[0])
+        raise CheckpointError(f"checkpoint {cfg.ckpt_path!r} has a classifier for {rows} classes, but the data "
+                              f"to validate has {count}; validate it on the dataset it was trained on (or "
+                              f"set --num_classes {rows} if these classes are a subset of its classes)")
+    return count
+
+
 def run_validation(cfg) -> dict:
     """Evaluate ``cfg.ckpt_path`` on ``cfg.val_split`` (single process). Returns summarize()'s dict plus
     ``paths`` (the saved report files) and ``worst`` (the five lowest per-class accuracies)."""
-    ms.set_context(mode=ms.GRAPH_MODE if cfg.mode == 0 else ms.PYNATIVE_MODE, device_target=cfg.device_target)
+    ckpt = to_mindshuffle_names(read_checkpoint(cfg.ckpt_path))  # a bad checkpoint or model fails first
+    weight = ckpt.get(model_info(cfg.model).classifier + ".weight")
     classes, names = _class_list(cfg)
+    num_classes = _class_count(cfg, ckpt, weight, len(classes))
+    ms.set_context(mode=ms.GRAPH_MODE if cfg.mode == 0 else ms.PYNATIVE_MODE, device_target=cfg.device_target)
     files = scan(cfg.dataset, cfg.data_dir, cfg.val_split, classes=classes)
-    raw = read_checkpoint(cfg.ckpt_path)
-    meta = checkpoint_metadata(raw)
+    meta = checkpoint_metadata(ckpt)
     pre = meta.preprocess   # training's mean/std, or a converter's (e.g. Megvii's BGR 0-255 input)
     if pre:
         mean, std, bgr = pre["mean"], pre["std"], pre["channel_order"] == "BGR"
     else:
         mean, std, bgr = *resolve_stats(cfg, scan(cfg.dataset, cfg.data_dir, cfg.train_split, classes=classes)
                                         if cfg.mean == "auto" or cfg.std == "auto" else files), False
-    # the run's class count (it may exceed the classes in the data), else the data's classes (a classifier of
-    # another size is refused before: cli/validate)
-    num_classes = cfg.num_classes or run_state_of(raw).get("num_classes") or len(classes)
     net = create_model(cfg.model, num_classes=num_classes, checkpoint_path=cfg.ckpt_path,
                        **meta.rebuild_kwargs(cfg.model, cfg.model_kwargs))
     net.set_train(False)

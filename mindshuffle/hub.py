@@ -63,8 +63,6 @@ def mirrored(url: str) -> str:
     return base + parts.path + (f"?{parts.query}" if parts.query else "")
 
 
-
-
 def _hash_problem(digest: str, expected: str) -> str:
     """Empty if ``digest`` is the expected SHA-256 (a full hash, or a prefix as torch.hub checks it)."""
     expected = expected.lower()

@@ -15,27 +15,6 @@ from .common import pop_option
 os.environ.setdefault("GLOG_v", "3")
 
 
-def _check_class_count(cfg) -> None:
-    """Refuse a checkpoint whose classifier has another size than the classes validated: its outputs would
-    not mean these classes (loading would silently keep a newly initialised classifier)."""
-    from mindshuffle.checkpoints import CheckpointError, read_checkpoint
-    from mindshuffle.convert_names import to_mindshuffle_names
-    from mindshuffle.evaluate import _class_list
-    from mindshuffle.builder import model_info
-    from mindshuffle.meta import run_state_of
-    ckpt = to_mindshuffle_names(read_checkpoint(cfg.ckpt_path))
-    weight = ckpt.get(model_info(cfg.model).classifier + ".weight")
-    if weight is None:
-        return  # another model's checkpoint: loading names the mismatch
-    classes = _class_list(cfg)[0]
-    expected = cfg.num_classes or run_state_of(ckpt).get("num_classes") or len(classes)
-    rows = int(weight.shape[0])
-    if rows != expected:
-        raise CheckpointError(f"checkpoint {cfg.ckpt_path!r} has a classifier for {rows} classes, but the data "
-                              f"to validate has {expected}; validate it on the dataset it was trained on (or "
-                              f"set --num_classes {rows} if these classes are a subset of its classes)")
-
-
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -55,7 +34,6 @@ def main(argv=None) -> int:
             raise R.RecipeError("no checkpoint: pass --ckpt_path RUN_DIR/best.ckpt (or --pretrained for the "
                                 "model's published weights)")
         from mindshuffle.evaluate import run_validation
-        _check_class_count(cfg)
         res = run_validation(cfg)
     except (R.RecipeError, DataError, CheckpointError, UnknownModelError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
